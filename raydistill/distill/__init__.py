@@ -1,0 +1,1 @@
+"""Distillation: image modifiers (the gradient shift), clustering backends and selection methods."""
