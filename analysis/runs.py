@@ -1,0 +1,84 @@
+"""Read the finished grid-cell runs of one sweep experiment from MLflow into a typed frame."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import mlflow
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+CELL_FILTER = "tags.`raydistill.role` = 'cell'"
+TEXT_PARAMS = ("dataset", "dataset_label", "model", "method", "modifier", "protocol", "backend", "positive_class")
+INT_PARAMS = ("ipc", "teacher_epochs", "student_epochs", "seed", "train_limit")
+METRICS = ("accuracy", "sensitivity", "specificity", "auc", "teacher_accuracy", "accuracy_std", "time_total_s")
+TAGS = ("tags.device", "tags.kmeans_backend", "tags.git_commit", "tags.raydistill.cell")
+
+
+@contextmanager
+def _tracking(uri: str | None) -> Iterator[None]:
+    """Temporarily point the fluent MLflow API at ``uri`` (no-op when ``None``)."""
+    previous = mlflow.get_tracking_uri()
+    if uri is not None:
+        mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def load_cells(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """FINISHED runs tagged ``raydistill.role = cell`` of ``experiment``.
+
+    Params and metrics get bare column names (``ipc``, ``accuracy``), tags keep MLflow's
+    ``tags.`` prefix. Integer params become nullable ``Int64`` ("None" -> NA), ``ipc`` is NA
+    for ``method == full``, metrics stay fractions, and a missing ``dataset_label`` falls back
+    to ``dataset``. Expected columns are always present, NA when no run logged them.
+    """
+    if MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment) is None:
+        raise ValueError(f"MLflow experiment {experiment!r} not found")
+    with _tracking(tracking_uri):
+        runs = mlflow.search_runs(experiment_names=[experiment], filter_string=CELL_FILTER)
+    runs = runs[runs["status"] == "FINISHED"].reset_index(drop=True)
+    runs = runs.rename(columns=lambda c: c.split(".", 1)[1] if c.startswith(("params.", "metrics.")) else c)
+    for column in (*TEXT_PARAMS, *TAGS):
+        if column not in runs:
+            runs[column] = pd.Series(pd.NA, index=runs.index, dtype="str")
+    for column in INT_PARAMS:
+        values = runs[column] if column in runs else pd.Series(pd.NA, index=runs.index, dtype="str")
+        runs[column] = pd.to_numeric(values, errors="coerce").astype("Int64")
+    for column in METRICS:
+        runs[column] = pd.to_numeric(runs[column], errors="coerce") if column in runs else float("nan")
+    runs["dataset_label"] = runs["dataset_label"].fillna(runs["dataset"])
+    runs.loc[runs["method"] == "full", "ipc"] = pd.NA
+    log.info("%s: %d finished cell runs", experiment, len(runs))
+    return runs
+
+
+def select(cells: pd.DataFrame, **equal: object) -> pd.DataFrame:
+    """Rows of ``cells`` whose columns equal the given values (NA never matches)."""
+    mask = pd.Series(True, index=cells.index)
+    for column, value in equal.items():
+        mask &= cells[column].eq(value).fillna(False).astype(bool)
+    return cells[mask]
+
+
+def paper_method(cells: pd.DataFrame) -> pd.DataFrame:
+    """Runs of the paper's method: K-means on grad-L1-modified images under the paper protocol."""
+    return select(cells, method="kmeans", modifier="grad-l1", protocol="paper")
+
+
+def full_data(cells: pd.DataFrame) -> pd.DataFrame:
+    """Runs trained on the whole training set under the paper protocol."""
+    return select(cells, method="full", protocol="paper")
+
+
+def ordered(first: Iterable, extra: Iterable) -> list:
+    """Distinct items of ``first`` in their order, then the new non-NA items of ``extra``, sorted."""
+    head = list(dict.fromkeys(first))
+    tail = {x for x in extra if isinstance(x, tuple) or not pd.isna(x)} - set(head)
+    return head + sorted(tail, key=str)

@@ -1,0 +1,333 @@
+"""Regenerate the paper's Tables 1-5 (and an ablation table) from MLflow, beside the paper's numbers.
+
+    python analysis/tables.py --experiment NAME --out DIR [--tracking-uri URI] [--binary-dataset LABEL]
+
+Writes ``tableN.md``/``.csv``/``.tex`` per table, PNG plots and ``all_tables.md``; prints the paths.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import argparse
+import logging
+from dataclasses import dataclass
+
+import pandas as pd
+
+from analysis import plots
+from analysis.paper import PaperNumbers, load_paper
+from analysis.runs import full_data, load_cells, ordered, paper_method, select
+
+DASH = "–"
+BINARY_METRICS = ("accuracy", "sensitivity", "specificity")
+COMPETITORS = (("kmeans", "Ours"), ("kip-scatternet", "KIP-ScatterNet"), ("rtp", "RTP"))
+LEGEND = (
+    "ours = mean ± sample std (ddof=1) over seeds, in percent (no std when n = 1); n = number of finished "
+    "runs; paper = the paper's printed value; diff = ours − paper in percentage points; – = no run or no value."
+)
+
+
+@dataclass(frozen=True)
+class Table:
+    """One output table: string cells, row keys in the index, columns flat or (group, field)."""
+
+    name: str
+    title: str
+    notes: str
+    frame: pd.DataFrame
+
+
+def summary(fractions: pd.Series) -> tuple[str, int, float | None]:
+    """``"mean ± std"`` in percent of the non-NA fractions, their count and the mean."""
+    pct = 100 * fractions.dropna()
+    if pct.empty:
+        return DASH, 0, None
+    mean = float(pct.mean())
+    return (f"{mean:.2f}" if len(pct) == 1 else f"{mean:.2f} ± {pct.std(ddof=1):.2f}"), len(pct), mean
+
+
+def versus(fractions: pd.Series, paper: float | None) -> dict[str, str]:
+    """Fields ours / n / paper / diff for one table cell."""
+    text, n, mean = summary(fractions)
+    return {"ours": text, "n": str(n), "paper": DASH if paper is None else f"{paper:.2f}", "diff": _diff(mean, paper)}
+
+
+def _diff(ours: float | None, paper: float | None) -> str:
+    return DASH if ours is None or paper is None else f"{ours - paper:+.2f}"
+
+
+def best_model(runs: pd.DataFrame) -> tuple[str, float | None]:
+    """Summary of the model with the highest mean accuracy among ``runs``, naming it and n."""
+    means = runs.groupby("model")["accuracy"].mean().dropna()
+    if means.empty:
+        return DASH, None
+    text, n, mean = summary(select(runs, model=means.idxmax())["accuracy"])
+    return f"{text} (n={n}, {means.idxmax()})", mean
+
+
+def _ints(values: pd.Series) -> set[int]:
+    return {int(v) for v in values.dropna()}
+
+
+def _frame(rows: dict[tuple, dict], names: list[str]) -> pd.DataFrame:
+    columns = list(next(iter(rows.values())))
+    return pd.DataFrame(
+        [list(row.values()) for row in rows.values()],
+        index=pd.MultiIndex.from_tuples(list(rows), names=names),
+        columns=pd.MultiIndex.from_tuples(columns) if isinstance(columns[0], tuple) else pd.Index(columns),
+    )
+
+
+def epoch_table(cells: pd.DataFrame, paper: PaperNumbers, table: int, exclude: set[str]) -> Table:
+    """Tables 1 and 2: paper-method accuracy per dataset x model, one column group per epoch count."""
+    ref = paper.rows(table=table)
+    ipc = int(ref["ipc"].iloc[0])
+    runs = select(paper_method(cells), ipc=ipc)
+    runs = runs[~runs["dataset_label"].isin(exclude)]
+    keys = ordered(
+        zip(ref["dataset"], ref["model"], strict=True), zip(runs["dataset_label"], runs["model"], strict=True)
+    )
+    epochs = sorted(_ints(ref["epochs"]) | _ints(runs["student_epochs"]))
+    rows = {}
+    for dataset, model in keys:
+        mine = select(runs, dataset_label=dataset, model=model)
+        rows[(dataset, model)] = {
+            (str(e), field): text
+            for e in epochs
+            for field, text in versus(
+                select(mine, student_epochs=e)["accuracy"],
+                paper.value(table=table, dataset=dataset, model=model, method="kmeans", ipc=ipc, epochs=e),
+            ).items()
+        }
+    title = f"Table {table}: test accuracy after training on {ipc} distilled images per class"
+    notes = f"Columns: student epochs. Runs: method kmeans, modifier grad-l1, protocol paper, ipc {ipc}. {LEGEND}"
+    return Table(f"table{table}", title, notes, _frame(rows, ["dataset", "model"]))
+
+
+def table3(cells: pd.DataFrame, paper: PaperNumbers, exclude: set[str]) -> Table:
+    """Table 3: Baseline model trained on the full training set vs on 10 distilled images per class."""
+    ref = paper.rows(table=3)
+    groups = (
+        ("full training set", select(full_data(cells), model="baseline"), "full", None),
+        ("distilled (ipc 10)", select(paper_method(cells), model="baseline", ipc=10), "kmeans", 10),
+    )
+    both = pd.concat([g[1] for g in groups])
+    both = both[~both["dataset_label"].isin(exclude)]
+    epochs = sorted(_ints(ref["epochs"]) | _ints(both["student_epochs"]))
+    rows = {}
+    for dataset in ordered(ref["dataset"], both["dataset_label"]):
+        for e in epochs:
+            rows[(dataset, e)] = {
+                (group, field): text
+                for group, runs, method, ipc in groups
+                for field, text in versus(
+                    select(runs, dataset_label=dataset, student_epochs=e)["accuracy"],
+                    paper.value(table=3, dataset=dataset, model="baseline", method=method, ipc=ipc, epochs=e),
+                ).items()
+            }
+    title = "Table 3: Baseline model, full training set vs 10 distilled images per class"
+    notes = f"Full: method full, protocol paper. Distilled: kmeans + grad-l1, protocol paper. {LEGEND}"
+    return Table("table3", title, notes, _frame(rows, ["dataset", "epochs"]))
+
+
+def _n1_n2(value: float, epochs: object) -> str:
+    """The paper's N1/N2 notation: accuracy / epochs ("NA" where not reported)."""
+    return f"{value:.2f}/{'NA' if pd.isna(epochs) else int(epochs)}"
+
+
+def table4(cells: pd.DataFrame, paper: PaperNumbers, exclude: set[str]) -> Table:
+    """Table 4: the paper's Ours / KIP-ScatterNet / RTP as quoted, beside our best model's accuracy."""
+    ours = paper_method(cells)
+    ours = ours[~ours["dataset_label"].isin(exclude)]
+    rows = {}
+    for (dataset, ipc), quoted in paper.rows(table=4).groupby(["dataset", "ipc"], sort=False):
+        quoted = quoted.set_index("method")
+        row = {
+            f"{label} N1/N2 (paper)": _n1_n2(quoted.loc[m, "value"], quoted.loc[m, "epochs"])
+            for m, label in COMPETITORS
+        }
+        target = float(quoted.loc["kmeans", "value"])
+        mine = select(ours, dataset_label=dataset, ipc=int(ipc))
+        largest = max(_ints(mine["student_epochs"]), default=None)
+        at_paper, mean_paper = best_model(select(mine, student_epochs=int(quoted.loc["kmeans", "epochs"])))
+        at_largest, mean_largest = (DASH, None) if largest is None else best_model(select(mine, student_epochs=largest))
+        row |= {
+            "ours @ paper N2": at_paper,
+            "diff vs Ours @ paper N2": _diff(mean_paper, target),
+            "largest epochs run": DASH if largest is None else str(largest),
+            "ours @ largest epochs": at_largest,
+            "diff vs Ours @ largest epochs": _diff(mean_largest, target),
+        }
+        rows[(dataset, int(ipc))] = row
+    title = "Table 4: comparison with KIP-ScatterNet and RTP (accuracy in percent / epochs N2)"
+    notes = (
+        "Paper columns quote the paper (N1/N2 = accuracy/epochs, NA = not reported; the paper names no model "
+        "for Ours). "
+        "'ours @ paper N2': our paper-method runs at the epochs of the paper's Ours; 'ours @ largest epochs': "
+        "at the largest student_epochs we ran for that row (column 'largest epochs run'). Each shows the model "
+        f"with the highest mean accuracy (named, with n); diff is against the paper's Ours. {LEGEND}"
+    )
+    return Table("table4", title, notes, _frame(rows, ["dataset", "ipc"]))
+
+
+def table5(cells: pd.DataFrame, paper: PaperNumbers, label: str) -> Table:
+    """Table 5: binary (OCID) set, ResNet34: accuracy, sensitivity, specificity, full vs distilled."""
+    runs = select(cells, dataset_label=label, model="resnet34")
+    groups = (
+        ("entire dataset", full_data(runs), "full", None),
+        ("distilled (ipc 10)", select(paper_method(runs), ipc=10), "kmeans", 10),
+    )
+    epochs = _ints(paper.rows(table=5)["epochs"]) | _ints(pd.concat([g[1] for g in groups])["student_epochs"])
+    rows = {
+        (e, metric): {
+            (group, field): text
+            for group, mine, method, ipc in groups
+            for field, text in versus(
+                select(mine, student_epochs=e)[metric],
+                paper.value(table=5, dataset="ocid", model="resnet34", method=method, ipc=ipc, epochs=e, metric=metric),
+            ).items()
+        }
+        for e in sorted(epochs)
+        for metric in BINARY_METRICS
+    }
+    title = f"Table 5: {label} with ResNet34, entire dataset vs 10 distilled images per class"
+    notes = f"Runs with dataset_label {label}; paper values are the paper's OCID numbers. {LEGEND}"
+    return Table("table5", title, notes, _frame(rows, ["epochs", "metric"]))
+
+
+def ablation(cells: pd.DataFrame) -> Table | None:
+    """Accuracy of every selection method + modifier, or ``None`` if only the paper's method ran."""
+    runs = cells[cells["method"] != "full"]
+    if runs.index.difference(paper_method(runs).index).empty:
+        return None
+    runs = runs.assign(selection=runs["method"] + "+" + runs["modifier"].fillna("none"))
+    columns = ordered(["kmeans+grad-l1"], runs["selection"])
+    keys = ["dataset_label", "model", "ipc", "student_epochs", "protocol"]
+    rows = {}
+    for key, group in runs.groupby(keys, dropna=False):
+        rows[key] = {}
+        for selection in columns:
+            text, n, _ = summary(select(group, selection=selection)["accuracy"])
+            rows[key][selection] = text if n == 0 else f"{text} (n={n})"
+    title = "Ablation: test accuracy by selection method + image modifier"
+    notes = f"Columns: method+modifier; rows: dataset, model, ipc, student epochs, protocol. {LEGEND}"
+    return Table("ablation", title, notes, _frame(rows, ["dataset", "model", "ipc", "epochs", "protocol"]))
+
+
+def build_tables(cells: pd.DataFrame, paper: PaperNumbers, binary_dataset: str = "ocid") -> list[Table]:
+    """Tables 1-5, plus the ablation table when runs other than the paper's method exist."""
+    exclude = {binary_dataset}
+    tables = [
+        epoch_table(cells, paper, 1, exclude),
+        epoch_table(cells, paper, 2, exclude),
+        table3(cells, paper, exclude),
+        table4(cells, paper, exclude),
+        table5(cells, paper, binary_dataset),
+    ]
+    extra = ablation(cells)
+    return tables + ([extra] if extra is not None else [])
+
+
+def flat(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns joined as ``"group: field"`` and the index as leading columns."""
+    out = frame.copy()
+    out.columns = [": ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in frame.columns]
+    return out.reset_index().astype(str)
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table of a flat frame."""
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    body = [line(list(frame.columns)), "|" + "---|" * frame.shape[1]]
+    return "\n".join(body + [line(list(row)) for row in frame.itertuples(index=False)])
+
+
+def table_markdown(table: Table) -> str:
+    return f"## {table.title}\n\n{table.notes}\n\n{markdown(flat(table.frame))}\n"
+
+
+def write_table(table: Table, out: Path) -> list[Path]:
+    """Write ``NAME.md``, ``NAME.csv`` and ``NAME.tex`` (booktabs) into ``out``."""
+    md, csv, tex = (out / f"{table.name}.{ext}" for ext in ("md", "csv", "tex"))
+    md.write_text(table_markdown(table), encoding="utf-8")
+    flat(table.frame).to_csv(csv, index=False)
+    latex = table.frame.to_latex(
+        escape=True, multirow=False, multicolumn_format="c", caption=table.title, label=f"tab:{table.name}"
+    )
+    tex.write_text(latex.replace("±", r"$\pm$").replace(DASH, "--"), encoding="utf-8")
+    return [md, csv, tex]
+
+
+def provenance(cells: pd.DataFrame, experiment: str) -> str:
+    """How the runs were obtained, read from their params and tags."""
+
+    def counts(column: str) -> str:
+        values = [f"{k} (n={v})" for k, v in cells[column].value_counts().sort_index().items()]
+        missing = int(cells[column].isna().sum())
+        return ", ".join(values + ([f"not logged (n={missing})"] if missing else [])) or DASH
+
+    started = cells["start_time"]
+    lines = [
+        f"- MLflow experiment `{experiment}`: {len(cells)} FINISHED runs tagged `raydistill.role = cell`"
+        + (f", started {started.min():%Y-%m-%d %H:%M} to {started.max():%Y-%m-%d %H:%M} UTC" if len(started) else ""),
+        f"- device (tag `device`): {counts('tags.device')}",
+        f"- k-means backend (tag `kmeans_backend`): {counts('tags.kmeans_backend')}",
+        f"- training backend (param `backend`): {counts('backend')}",
+        f"- seeds (param `seed`): {counts('seed')}",
+        f"- student epochs (param `student_epochs`): {counts('student_epochs')}",
+        f"- teacher epochs (param `teacher_epochs`): {counts('teacher_epochs')}",
+        f"- protocol (param `protocol`): {counts('protocol')}",
+        f"- git commit (tag `git_commit`): {counts('tags.git_commit')}",
+        "- paper values: `analysis/paper_numbers.csv` (each row cites the paper's table, row and column)",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(
+    cells: pd.DataFrame,
+    paper: PaperNumbers,
+    out: Path,
+    experiment: str,
+    binary_dataset: str = "ocid",
+    tracking_uri: str | None = None,
+) -> list[Path]:
+    """Write every table, the plots and ``all_tables.md`` into ``out``; return the written paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    tables = build_tables(cells, paper, binary_dataset)
+    paths = [path for table in tables for path in write_table(table, out)]
+    figures = plots.accuracy_plots(cells, paper, out) + plots.galleries(cells, out, tracking_uri)
+    sections = [
+        "# The paper's tables regenerated from MLflow\n",
+        "## How the runs were obtained\n\n" + provenance(cells, experiment) + "\n",
+        *(table_markdown(table) for table in tables),
+        "## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures) + "\n",
+    ]
+    report = out / "all_tables.md"
+    report.write_text("\n".join(sections), encoding="utf-8")
+    return paths + figures + [report]
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", required=True, help="MLflow experiment of the sweep")
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLflow's own)")
+    parser.add_argument("--binary-dataset", default="ocid", help="dataset_label of the Table 5 (OCID) runs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cells = load_cells(args.experiment, args.tracking_uri)
+    paths = write_report(cells, load_paper(), args.out, args.experiment, args.binary_dataset, args.tracking_uri)
+    print("\n".join(str(path) for path in paths))
+    return paths
+
+
+if __name__ == "__main__":
+    main()
