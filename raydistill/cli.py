@@ -34,6 +34,8 @@ def parser() -> argparse.ArgumentParser:
     a("--protocol", default=DEFAULTS.protocol, help=f"evaluation protocol: {', '.join(C.PROTOCOLS)} (paper = trial's model, "
       "Adam 1e-3, batch 32; dc = the field's ConvNet-3, SGD, several inits)")
     a("--eval-runs", type=int, default=DEFAULTS.eval_runs, help="fresh initialisations per distilled set (dc protocol)")
+    a("--dm-iterations", type=int, default=DEFAULTS.dm_iterations, help="SGD steps on the synthetic images per class "
+      "(method dm; the reference code uses 20000)")
     a("--backend", default=DEFAULTS.backend, help="K-means backend: auto (cuML on a GPU if installed, else scikit-learn), sklearn, cuml")
     a("--seed", type=int, default=DEFAULTS.seed, help="seed for inits, batch order, subsets and K-means")
     a("--data-root", default=DEFAULTS.data_root, help="folder holding the torchvision dataset files (e.g. ROOT/FashionMNIST/raw)")

@@ -48,6 +48,7 @@ class TrialConfig:
     alpha: float | None = None
     positive_class: str | None = None
     eval_runs: int = 5
+    dm_iterations: int = 1000
     device: str = "auto"
 
     @property
@@ -85,6 +86,7 @@ class TrialConfig:
         _positive("student-epochs", self.student_epochs)
         _positive("batch-size", self.batch_size)
         _positive("eval-runs", self.eval_runs)
+        _positive("dm-iterations", self.dm_iterations)
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
         if self.train_limit is not None and self.train_limit < 1:

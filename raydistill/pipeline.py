@@ -1,5 +1,6 @@
 """One trial, end to end: config -> data -> teacher -> gradient shift -> per-class selection ->
-distilled set -> student -> test metrics. No Ray or MLflow here; the tune layer wraps this."""
+distilled set -> student -> test metrics (protocol 'paper', or the field's 'dc' in
+raydistill.protocols). No Ray or MLflow here; the tune layer wraps this."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -15,11 +16,12 @@ import torch
 from raydistill import data as data_lib
 from raydistill import device as device_lib
 from raydistill.config import TrialConfig
-from raydistill.data import Dataset
+from raydistill.data import Dataset, DeviceData
 from raydistill.distill import modifiers
 from raydistill.distill.cluster import resolve_backend
 from raydistill.distill.methods import METHODS
 from raydistill.evaluate import test_metrics, train_student
+from raydistill.protocols import evaluate_dc
 from raydistill.teacher import TeacherSnapshot, train_teacher
 from raydistill.train import as_unit
 
@@ -90,9 +92,12 @@ def positive_index(cfg: TrialConfig, classes: list[str]) -> int:
     return classes.index(cfg.positive_class) if cfg.positive_class is not None else 1
 
 
-def run_trial(cfg: TrialConfig, data: Dataset | None = None, teacher: TeacherSnapshot | None = None) -> TrialResult:
-    """Run one trial. `data` skips loading (already loaded, e.g. shared by Ray); `teacher` skips
-    teacher training (a cached snapshot at cfg.teacher_epochs, from the same data and seed)."""
+TeacherProvider = Callable[[Dataset, DeviceData], TeacherSnapshot]
+
+
+def run_trial(cfg: TrialConfig, data: Dataset | None = None, teacher: TeacherProvider | None = None) -> TrialResult:
+    """Run one trial. `data` skips loading (already loaded, e.g. shared by Ray); `teacher` replaces
+    teacher training (e.g. a cached snapshot at cfg.teacher_epochs from the same data and seed)."""
     cfg.validate()
     timer = Timer()
     wall = time.perf_counter()
@@ -104,16 +109,14 @@ def run_trial(cfg: TrialConfig, data: Dataset | None = None, teacher: TeacherSna
     teacher_info: dict = {}
     signal = None
     if cfg.needs_teacher:
-        if teacher is None:
-            with timer("teacher"):
-                (teacher,) = train_teacher(cfg.model, data, tensors, [cfg.teacher_epochs], seed=cfg.seed, lr=cfg.lr,
-                                           batch_size=cfg.batch_size)
-        teacher_info = {"epochs": teacher.epoch, "test_accuracy": teacher.test_accuracy,
-                        "last_step_l1": teacher.last_step_l1, "train_seconds": teacher.train_seconds}
+        with timer("teacher"):
+            snap = (teacher or train_once(cfg))(data, tensors)
+        teacher_info = {"epochs": snap.epoch, "test_accuracy": snap.test_accuracy,
+                        "last_step_l1": snap.last_step_l1, "train_seconds": snap.train_seconds}
         with timer("gradients"):
-            net = teacher.model(data, cfg.model, device)
+            net = snap.model(data, cfg.model, device)
             signal = modifiers.signal(cfg.modifier, net, tensors.x_train, tensors.y_train,
-                                      last_step_l1=teacher.last_step_l1, grad_l1=teacher.grad_l1)
+                                      last_step_l1=snap.last_step_l1, grad_l1=snap.grad_l1)
             del net
 
     if cfg.method == "full":
@@ -121,10 +124,15 @@ def run_trial(cfg: TrialConfig, data: Dataset | None = None, teacher: TeacherSna
     else:
         images, labels = distill(cfg, tensors.x_train, tensors.y_train, data.num_classes, signal, backend, timer)
 
-    with timer("student"):
-        student = train_student(cfg, data, images, labels)
-    with timer("evaluation"):
-        metrics, proba = test_metrics(student, tensors, positive_index(cfg, data.classes))
+    positive = positive_index(cfg, data.classes)
+    if cfg.protocol == "dc":
+        with timer("student"):  # the runs' test predictions are included: training dominates
+            metrics, proba = evaluate_dc(cfg, data, images, labels, tensors, positive)
+    else:
+        with timer("student"):
+            student = train_student(cfg, data, images, labels)
+        with timer("evaluation"):
+            metrics, proba = test_metrics(student, tensors, positive)
     timings = {k: round(v, 4) for k, v in timer.seconds.items()}
     timings["total"] = round(time.perf_counter() - wall, 4)
     metrics["teacher_accuracy"] = teacher_info.get("test_accuracy", math.nan)
@@ -138,6 +146,16 @@ def run_trial(cfg: TrialConfig, data: Dataset | None = None, teacher: TeacherSna
     )
 
 
+def train_once(cfg: TrialConfig) -> TeacherProvider:
+    """The default teacher: trained here, to cfg.teacher_epochs."""
+    def provide(data: Dataset, tensors: DeviceData) -> TeacherSnapshot:
+        (snap,) = train_teacher(cfg.model, data, tensors, [cfg.teacher_epochs], seed=cfg.seed, lr=cfg.lr,
+                                batch_size=cfg.batch_size)
+        return snap
+
+    return provide
+
+
 def distill(
     cfg: TrialConfig,
     x: torch.Tensor,
@@ -149,12 +167,13 @@ def distill(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per class: shift the images (Eq. 2), then pick or build cfg.ipc images with cfg.method."""
     select = METHODS[cfg.method]
+    options = {"iterations": cfg.dm_iterations} if cfg.method == "dm" else {}
     out_images, out_labels = [], []
     for c in range(num_classes):
         index = (y == c).nonzero().squeeze(1)
         with timer("modification"):
             shifted = modifiers.shift(as_unit(x[index]), modifiers.rows(signal, index), cfg.step_size)
         with timer("selection"):
-            out_images.append(select(shifted, cfg.ipc, seed=cfg.seed, backend=backend))
+            out_images.append(select(shifted, cfg.ipc, seed=cfg.seed, backend=backend, **options))
         out_labels.append(torch.full((cfg.ipc,), c, dtype=torch.long, device=x.device))
     return torch.cat(out_images), torch.cat(out_labels)

@@ -1,4 +1,5 @@
-"""The one training loop (the paper's Adam, lr 1e-3, batch 32, no decay) and batched prediction.
+"""The one training loop (the paper's Adam, lr 1e-3, batch 32, no decay; the dc protocol passes its
+own SGD and step schedule) and batched prediction.
 
 Data is a pair of tensors already on the device; a batch is a slice of a seeded permutation,
 converted to float [0, 1] only when it is used (uint8 images stay uint8 in memory).
@@ -40,11 +41,16 @@ def fit(
     batch_size: int = 32,
     seed: int = 0,
     on_epoch: EpochCallback | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> nn.Module:
-    """Train with Adam at a constant lr. `on_epoch(epoch, model, last_step_grad_l1)` runs after
-    every epoch; the last argument is the L1 norm of the epoch's final step's weight gradient."""
+    """Train with Adam at a constant lr unless another `optimizer` (built on the model's
+    parameters; `lr` is then unused) and a per-epoch `scheduler` are given, as the dc protocol does.
+    `on_epoch(epoch, model, last_step_grad_l1)` runs after every epoch, before the scheduler steps;
+    the last argument is the L1 norm of the epoch's final step's weight gradient."""
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    if optimizer is None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     for epoch in range(1, epochs + 1):
         parts = batches(len(y), batch_size, generator, x.device)
@@ -58,6 +64,8 @@ def fit(
         if on_epoch is not None:
             on_epoch(epoch, model, last_l1)
             model.train()
+        if scheduler is not None:
+            scheduler.step()
     return model
 
 

@@ -1,7 +1,9 @@
 """Selection methods: how one class's (modified) images become its k distilled images.
 
 Each method is a function (images (n, C, H, W) float, k, *, seed, backend) -> (k, C, H, W),
-registered by name in METHODS. 'full' (no distillation) is handled by the pipeline.
+registered by name in METHODS (the names config.METHODS allows). kmeans and dm build new images;
+the others keep real ones (raydistill.distill.selection). 'full' (no distillation) is handled by the
+pipeline; dm also takes `iterations`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from collections.abc import Callable
 
 import torch
 
+from raydistill.distill import selection
 from raydistill.distill.cluster import kmeans as cluster_kmeans
+from raydistill.distill.dm import dm
 
 Method = Callable[..., torch.Tensor]
 
@@ -21,4 +25,11 @@ def kmeans(images: torch.Tensor, k: int, *, seed: int, backend: str) -> torch.Te
     return centres.view(k, *images.shape[1:])
 
 
-METHODS: dict[str, Method] = {"kmeans": kmeans}
+METHODS: dict[str, Method] = {
+    "kmeans": kmeans,
+    "kmeans-nearest": selection.kmeans_nearest,
+    "random": selection.random,
+    "herding": selection.herding,
+    "kcenter": selection.kcenter,
+    "dm": dm,
+}
