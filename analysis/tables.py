@@ -316,6 +316,16 @@ def write_report(
     return paths + figures + [report]
 
 
+def write_for_sweep(experiment: str, results: Path, tracking_uri: str | None = None) -> Path:
+    """A sweep's tables and plots into RESULTS/tables/EXPERIMENT (default store: the sweep's own)."""
+    from raydistill.tracking import local_store
+
+    out = results / "tables" / experiment
+    uri = tracking_uri or local_store(results)
+    write_report(load_cells(experiment, uri), load_paper(), out, experiment, tracking_uri=uri)
+    return out
+
+
 def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", required=True, help="MLflow experiment of the sweep")

@@ -1,10 +1,11 @@
-"""The paper's grid as Ray Tune trials logged to MLflow (Tables 1-3 and 5 of the paper).
+"""The paper's grid as Ray Tune trials logged to MLflow (Tables 1-5 of the paper).
 
     python sweeps/paper_grid.py --smoke --data-root DIR          # a few minutes on a 2-core CPU
-    python sweeps/paper_grid.py --data-root DIR --table3 --ocid PATH/TO/OCID
+    python sweeps/paper_grid.py --data-root DIR --table3 --table4 --ocid PATH/TO/OCID
 Running the same command again resumes the sweep: finished cells are kept, the rest run.
 """
 
+from analysis.tables import write_for_sweep
 from raydistill.tune.grid import Grid, run_sweep, sweep_parser
 
 DATASETS = ["mnist", "fashion-mnist", "cifar10"]
@@ -12,6 +13,7 @@ MODELS = ["baseline", "resnet34", "lenet"]
 EPOCHS = [200, 300, 400, 500, 600]
 
 TABLES_1_2 = {"dataset": DATASETS, "model": MODELS, "epochs": EPOCHS, "ipc": [10, 50]}
+TABLE_4 = {"dataset": DATASETS, "model": MODELS, "epochs": [1000], "ipc": [10, 50]}
 TABLE_3 = [{"dataset": DATASETS, "model": ["baseline"], "epochs": [10, 20, 200], "method": ["full"]},
            {"dataset": DATASETS, "model": ["baseline"], "epochs": [10, 20, 200], "ipc": [10]}]
 
@@ -32,23 +34,18 @@ def main() -> int:
     parser = sweep_parser(__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny real grid: Fashion-MNIST, 2,000 training images")
     parser.add_argument("--table3", action="store_true", help="add Table 3: full training set vs 10 per class")
+    parser.add_argument("--table4", action="store_true", help="add Table 4's 1000-epoch cells")
     parser.add_argument("--ocid", default=None, help="add Table 5: path of the OCID folder set")
-    parser.add_argument("--no-tables", action="store_true", help="skip writing the analysis tables at the end")
     args = parser.parse_args()
     if args.smoke:
         grid = SMOKE
     else:
-        parts = [TABLES_1_2] + (TABLE_3 if args.table3 else []) + (table_5(args.ocid) if args.ocid else [])
+        parts = ([TABLES_1_2] + (TABLE_3 if args.table3 else []) + ([TABLE_4] if args.table4 else [])
+                 + (table_5(args.ocid) if args.ocid else []))
         grid = Grid("paper-grid", parts)
     code = run_sweep(grid, args)
-    if code == 0 and not args.dry_run and not args.no_tables:
-        from analysis.tables import main as write_tables
-        from raydistill.tracking import local_store
-
-        out = args.results / "tables" / (args.name or grid.name)
-        uri = args.tracking_uri or local_store(args.results)
-        paths = write_tables(["--experiment", args.name or grid.name, "--out", str(out), "--tracking-uri", uri])
-        print(f"tables and plots: {out} ({len(paths)} files)")
+    if code in (0, 1) and not (args.dry_run or args.no_tables):  # tables of what finished, even after a failure
+        print(f"tables and plots: {write_for_sweep(args.name or grid.name, args.results.resolve(), args.tracking_uri)}")
     return code
 
 

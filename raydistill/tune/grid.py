@@ -156,6 +156,7 @@ def sweep_parser(description: str) -> argparse.ArgumentParser:
     a("--name", default=None, help="sweep (and MLflow experiment) name; the same name resumes")
     a("--max-failures", type=int, default=1, help="retries of a failed cell")
     a("--dry-run", action="store_true", help="print the cells and their resources, then exit")
+    a("--no-tables", action="store_true", help="do not write the analysis tables at the end")
     return p
 
 
