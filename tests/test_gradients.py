@@ -21,11 +21,28 @@ def test_per_sample_grad_l1_matches_one_image_loop(name, shape):
             model(torch.rand(16, *shape))
     x = (torch.rand(6, *shape) * 255).to(torch.uint8)
     y = torch.randint(0, 10, (6,))
-    fast = modifiers.per_sample_grad_l1(model, x, y, chunk=4)
     slow = modifiers.per_sample_grad_l1_loop(model, x, y)
-    assert fast.shape == (6,)
-    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
-    assert len(set(fast.tolist())) == 6  # really per image, not one shared value
+    assert modifiers.factorisable(model) == (name in ("baseline", "lenet"))
+    for fast in (modifiers.per_sample_grad_l1(model, x, y, chunk=4), modifiers.vmap_grad_l1(model, x, y, chunk=4)):
+        assert fast.shape == (6,)
+        torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
+        assert len(set(fast.tolist())) == 6  # really per image, not one shared value
+
+
+def test_factorised_norms_handle_stride_dilation_padding_and_no_bias():
+    torch.manual_seed(1)
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(4, 3, (3, 2), stride=(1, 2), dilation=2, bias=False), nn.Tanh(),
+        nn.Flatten(), nn.LazyLinear(5, bias=False))
+    x = torch.rand(5, 2, 13, 11)
+    model(x)
+    y = torch.randint(0, 5, (5,))
+    assert modifiers.factorisable(model)
+    torch.testing.assert_close(modifiers.factorised_grad_l1(model, x, y, chunk=3),
+                               modifiers.per_sample_grad_l1_loop(model, x, y), rtol=1e-4, atol=1e-6)
+    grouped = nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), nn.Flatten())
+    assert not modifiers.factorisable(grouped)
 
 
 def tiny_linear() -> nn.Module:

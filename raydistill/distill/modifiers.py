@@ -25,17 +25,21 @@ from torch.func import functional_call, grad, vmap
 from raydistill.train import as_unit
 
 Signal = torch.Tensor  # broadcastable against (N, C, H, W): (N,1,1,1), (1,1,1,1) or (N,C,H,W)
-BYTES_PER_CHUNK = 1 << 30
-
-
-def auto_chunk(model: nn.Module) -> int:
-    """Per-sample gradients held at once: about 1 GiB of float32 gradients, 1 to 512 images."""
-    params = sum(p.numel() for p in model.parameters())
-    return max(1, min(512, BYTES_PER_CHUNK // (4 * params)))
+VMAP_CHUNK_BYTES = {"cpu": 16 << 20, "cuda": 1 << 30}  # small CPU blocks are reused, not mapped afresh
+FACTORISED_CHUNK = 64
 
 
 def per_sample_grad_l1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
-    """|| d loss(x_u, y_u) / d weights ||_1 for every u, with vmap over chunks of images."""
+    """|| d loss(x_u, y_u) / d weights ||_1 for every image u (model in eval mode). Models whose
+    parameters all sit in Linear and plain Conv2d layers (baseline, LeNet) take the factorised
+    path; the others (batch or group norm) per-sample gradients with torch.func's vmap."""
+    if factorisable(model):
+        return factorised_grad_l1(model, x, y, chunk or FACTORISED_CHUNK)
+    return vmap_grad_l1(model, x, y, chunk)
+
+
+def vmap_grad_l1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """Per-sample gradients with vmap(grad(loss)) over chunks of images, then their L1 norms."""
     model.eval()
     params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = {k: v.detach() for k, v in model.named_buffers()}
@@ -44,12 +48,69 @@ def per_sample_grad_l1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk
         return F.cross_entropy(functional_call(model, (p, buffers), (xi.unsqueeze(0),)), yi.unsqueeze(0))
 
     per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0))
-    chunk = chunk or auto_chunk(model)
+    if chunk is None:
+        budget = VMAP_CHUNK_BYTES.get(x.device.type, VMAP_CHUNK_BYTES["cuda"])
+        chunk = max(1, min(512, budget // (4 * sum(p.numel() for p in params.values()))))
     norms = []
     for start in range(0, len(y), chunk):
         grads = per_sample(params, as_unit(x[start : start + chunk]), y[start : start + chunk])
         norms.append(sum(g.abs().flatten(1).sum(1) for g in grads.values()))
     return torch.cat(norms)
+
+
+def factorisable(model: nn.Module) -> bool:
+    """True when every parameter sits in a Linear or a plain (ungrouped, zero-padded) Conv2d."""
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    covered = sum(p.numel() for m in layers for p in m.parameters(recurse=False))
+    plain = all(m.groups == 1 and m.padding_mode == "zeros" and not isinstance(m.padding, str)
+                for m in layers if isinstance(m, nn.Conv2d))
+    return plain and covered == sum(p.numel() for p in model.parameters())
+
+
+def factorised_grad_l1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = FACTORISED_CHUNK) -> torch.Tensor:
+    """Exact per-image norms from one batched forward and backward per chunk. In eval mode the
+    summed loss's gradient w.r.t. a layer's output z is, row by row, each image's own dL/dz.
+    A Linear layer's per-image weight gradient is the outer product dL/dz a^T, whose L1 norm is
+    ||dL/dz||_1 * ||a||_1 (never materialised); a convolution's per-image weight gradients are small
+    and come from one grouped convolution of its input with dL/dz."""
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    model.eval()
+    seen: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
+    hooks = [m.register_forward_hook(lambda m, args, out: seen.__setitem__(m, (args[0].detach(), out))) for m in layers]
+    norms = []
+    try:
+        for start in range(0, len(y), chunk):
+            logits = model(as_unit(x[start : start + chunk]))
+            loss = F.cross_entropy(logits, y[start : start + chunk], reduction="sum")
+            grads = torch.autograd.grad(loss, [seen[m][1] for m in layers])
+            total = logits.new_zeros(len(logits))
+            for m, g in zip(layers, grads, strict=True):
+                a = seen[m][0]
+                if isinstance(m, nn.Linear):
+                    if a.dim() != 2:
+                        raise ValueError("the factorised norms need Linear layers on (N, features) inputs")
+                    total += g.abs().sum(1) * a.abs().sum(1)
+                else:
+                    total += conv_weight_grads(m, a, g).abs().sum((1, 2, 3, 4))
+                    g = g.sum((2, 3))
+                if m.bias is not None:
+                    total += g.abs().sum(1)
+            norms.append(total)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return torch.cat(norms).detach()
+
+
+def conv_weight_grads(conv: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Per-image weight gradients (N, Cout, Cin, kh, kw) of a convolution from its input `a` and
+    output gradient `g`: a grouped convolution with the images as groups and `g` as the kernels
+    (stride and dilation swap roles in this transposed view)."""
+    n, out = g.shape[:2]
+    kh, kw = conv.kernel_size
+    grads = F.conv2d(a.transpose(0, 1), g.flatten(0, 1).unsqueeze(1), padding=conv.padding, stride=conv.dilation,
+                     dilation=conv.stride, groups=n)[..., :kh, :kw]
+    return grads.reshape(a.shape[1], n, out, kh, kw).transpose(0, 1).transpose(1, 2)
 
 
 def per_sample_grad_l1_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,61 @@
+"""Run the benchmarks and print one `name: value` line per figure.
+
+    python benchmarks/run.py --quick --data-root ../shared/datasets   # about a minute on 2 CPU cores
+    python benchmarks/run.py --data-root ../shared/datasets           # the figures in RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo root (benchmarks, sweeps), not benchmarks/
+
+from benchmarks import gpu, gradients, grid, kmeans, memory, training  # noqa: E402
+from benchmarks.timing import emit, machine  # noqa: E402
+from raydistill.config import ConfigError  # noqa: E402
+from raydistill.data import Dataset, load  # noqa: E402
+
+SECTIONS = {"gradients": gradients.run, "training": training.run, "kmeans": kmeans.run, "grid": grid.run,
+            "memory": memory.run, "gpu": gpu.run}
+
+
+def load_average() -> str:
+    """1, 5 and 15-minute load averages: other processes on the machine skew the timings."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def load_fashion_mnist(root: str) -> Dataset | None:
+    try:
+        return load("fashion-mnist", root)
+    except ConfigError as err:
+        print(f"# Fashion-MNIST not loaded ({err}); the parts that need it are skipped", flush=True)
+        return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: about a minute on a 2-core CPU")
+    parser.add_argument("--data-root", default="data", help="folder holding FashionMNIST/raw/")
+    parser.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS), help="sections to run")
+    args = parser.parse_args()
+    for key, value in machine().items():
+        emit(f"machine.{key}", value)
+    emit("machine.load_average_at_start", load_average())
+    data = load_fashion_mnist(args.data_root)
+    start = time.perf_counter()
+    for name in args.only:
+        print(f"# {name}", flush=True)
+        section_start = time.perf_counter()
+        SECTIONS[name](args.quick, data)
+        emit(f"seconds.{name}", time.perf_counter() - section_start)
+    emit("seconds.total", time.perf_counter() - start)
+    emit("machine.load_average_at_end", load_average())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
