@@ -26,7 +26,7 @@ def grid(name: str, datasets: list[str], ipcs: list[int], protocols: list[dict],
 ABLATION = grid("ablation", ["mnist", "fashion-mnist", "cifar10"], [1, 10, 50], PROTOCOLS, {})
 SMOKE = grid("ablation-smoke", ["fashion-mnist"], [1, 10],
              [{"protocol": ["paper"], "epochs": [3]}, {"protocol": ["dc"], "teacher_epochs": [3], "student_epochs": [30]}],
-             {"train_limit": 2000, "eval_runs": 2, "dm_iterations": 50})
+             {"train_limit": 2000, "eval_runs": 1, "dm_iterations": 10})
 
 
 def main() -> int:
