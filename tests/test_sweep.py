@@ -105,7 +105,8 @@ def test_running_the_same_command_again_reruns_nothing(smoke, fashion_tiny):
 def test_kill_9_of_the_driver_then_resume_finishes_the_rest_without_duplicates(fashion_tiny, tmp_path):
     results = tmp_path / "killed"
     cmd = sweep_command(fashion_tiny, results, "--no-tables", "--max-concurrent", "1")
-    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = tmp_path / "driver.log"
+    driver = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     finished_before: set[str] = set()
     deadline = time.time() + 300
     while time.time() < deadline and driver.poll() is None:
@@ -118,7 +119,7 @@ def test_kill_9_of_the_driver_then_resume_finishes_the_rest_without_duplicates(f
             finished_before = set(cells.loc[cells["status"] == "FINISHED", "run_id"]) if len(cells) else set()
             if finished_before:
                 break
-    assert driver.poll() is None, "the sweep ended before it could be killed"
+    assert driver.poll() is None, "the sweep ended before it could be killed:\n" + log.read_text()[-3000:]
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     assert 0 < len(finished_before) < len(SMOKE_CELLS)

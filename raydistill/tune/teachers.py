@@ -40,10 +40,16 @@ class TeacherCoordinator:
         if self.owners.get(key) == owner:
             del self.owners[key]
 
+    def ready(self) -> bool:
+        return True
+
 
 def start_coordinator(name: str) -> ray.actor.ActorHandle:
-    """Created by the driver, which must keep the handle alive for the sweep's duration."""
-    return TeacherCoordinator.options(name=name, namespace=NAMESPACE, get_if_exists=True).remote()
+    """Created by the driver, which must keep the handle alive for the sweep's duration. Returns
+    once the actor is up, so that no trial looks its name up before it is registered."""
+    handle = TeacherCoordinator.options(name=name, namespace=NAMESPACE, get_if_exists=True).remote()
+    ray.get(handle.ready.remote())
+    return handle
 
 
 def teacher_params(cfg: TrialConfig) -> dict:
