@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from benchmarks.timing import emit
-from raydistill.data import Dataset, DeviceData
+from raydistill.data import Dataset
 from raydistill.pipeline import TrialResult, run_trial
 from raydistill.teacher import train_teacher
 from raydistill.tune.grid import Cell, Grid, expand, teacher_epochs
