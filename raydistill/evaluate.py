@@ -26,7 +26,7 @@ def train_student(cfg: TrialConfig, data: Dataset, x: torch.Tensor, y: torch.Ten
     return fit(model, x, y, cfg.student_epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=seed)
 
 
-def test_metrics(model: torch.nn.Module, tensors: DeviceData, positive: int) -> tuple[dict, np.ndarray]:
+def score_on_test(model: torch.nn.Module, tensors: DeviceData, positive: int) -> tuple[dict, np.ndarray]:
     """Metrics on the test split and the class probabilities they came from."""
     proba = predict_proba(model, tensors.x_test).numpy()
     return classification_metrics(tensors.y_test.cpu().numpy(), proba, positive), proba

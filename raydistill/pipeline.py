@@ -20,7 +20,7 @@ from raydistill.data import Dataset, DeviceData
 from raydistill.distill import modifiers
 from raydistill.distill.cluster import resolve_backend
 from raydistill.distill.methods import METHODS
-from raydistill.evaluate import test_metrics, train_student
+from raydistill.evaluate import score_on_test, train_student
 from raydistill.protocols import evaluate_dc
 from raydistill.teacher import TeacherSnapshot, train_teacher
 from raydistill.train import as_unit
@@ -132,7 +132,7 @@ def run_trial(cfg: TrialConfig, data: Dataset | None = None, teacher: TeacherPro
         with timer("student"):
             student = train_student(cfg, data, images, labels)
         with timer("evaluation"):
-            metrics, proba = test_metrics(student, tensors, positive)
+            metrics, proba = score_on_test(student, tensors, positive)
     timings = {k: round(v, 4) for k, v in timer.seconds.items()}
     timings["total"] = round(time.perf_counter() - wall, 4)
     metrics["teacher_accuracy"] = teacher_info.get("test_accuracy", math.nan)
