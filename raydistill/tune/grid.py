@@ -98,16 +98,21 @@ def load_and_check(cells: Sequence[Cell]) -> dict[str, Dataset]:
     return datasets
 
 
-def teacher_plan(cells: Sequence[Cell]) -> dict[str, dict]:
-    """Per cell: the milestones its teacher is trained to and whether it keeps gradient norms."""
+def teacher_groups(cells: Sequence[Cell]) -> dict[str, list[Cell]]:
+    """The cells that need a teacher, grouped by the teacher they share (its key)."""
     from raydistill.tune.teachers import teacher_key
 
     groups: dict[str, list[Cell]] = defaultdict(list)
     for cell in cells:
         if cell.config.needs_teacher:
             groups[teacher_key(cell.config)].append(cell)
+    return groups
+
+
+def teacher_plan(cells: Sequence[Cell]) -> dict[str, dict]:
+    """Per cell: the milestones its teacher is trained to and whether it keeps gradient norms."""
     plan = {}
-    for members in groups.values():
+    for members in teacher_groups(cells).values():
         milestones = sorted({c.config.teacher_epochs for c in members})
         grad_l1 = any(c.config.modifier == "grad-l1" for c in members)
         plan |= {c.name: {"teacher_milestones": milestones, "teacher_grad_l1": grad_l1} for c in members}
@@ -168,7 +173,7 @@ def run_sweep(grid: Grid, args: argparse.Namespace, **overrides: object) -> int:
     try:
         cells = interleave([c for seed in args.seeds for c in expand(grid, seed=seed, **overrides)])
         if args.dry_run:
-            return _print_cells(cells, gpus_available=False)
+            return _print_cells(cells)
         uri = args.tracking_uri or tracking.local_store(results)
         tracking.check_reachable(uri)
         datasets = load_and_check(cells)
@@ -180,12 +185,11 @@ def run_sweep(grid: Grid, args: argparse.Namespace, **overrides: object) -> int:
     return run_cells(name, cells, datasets, uri=uri, results=results, args=args)
 
 
-def _print_cells(cells: Sequence[Cell], gpus_available: bool) -> int:
+def _print_cells(cells: Sequence[Cell]) -> int:
     plan = teacher_plan(cells)
     for cell in cells:
-        res = resources(cell.config, gpus_available)
         teacher = plan.get(cell.name, {}).get("teacher_milestones", "-")
-        print(f"{cell.name:60s} CPU {res['CPU']} GPU {GPU_SHARE[cell.config.model]} (on a GPU cluster) "
+        print(f"{cell.name:60s} CPU {CPUS_PER_TRIAL} GPU {GPU_SHARE[cell.config.model]} (on a GPU cluster) "
               f"teacher milestones {teacher}")
     reuse, without = teacher_epochs(cells)
     print(f"{len(cells)} cells, {len(plan)} with a teacher; teacher epochs: {reuse} with reuse, {without} without")
@@ -195,13 +199,9 @@ def _print_cells(cells: Sequence[Cell], gpus_available: bool) -> int:
 def teacher_epochs(cells: Sequence[Cell]) -> tuple[int, int]:
     """Teacher epochs the grid costs when each teacher is trained once to its largest milestone,
     and when every cell trains its own."""
-    from raydistill.tune.teachers import teacher_key
-
-    needing = [c.config for c in cells if c.config.needs_teacher]
-    largest: dict[str, int] = {}
-    for cfg in needing:
-        largest[teacher_key(cfg)] = max(largest.get(teacher_key(cfg), 0), cfg.teacher_epochs)
-    return sum(largest.values()), sum(cfg.teacher_epochs for cfg in needing)
+    groups = teacher_groups(cells).values()
+    return (sum(max(c.config.teacher_epochs for c in members) for members in groups),
+            sum(c.config.teacher_epochs for members in groups for c in members))
 
 
 def environment() -> dict[str, str]:
