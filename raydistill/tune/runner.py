@@ -27,7 +27,8 @@ def run_cells(name: str, cells: Sequence[Cell], datasets: dict[str, Dataset], *,
     """Fit (or restore and finish) the Tune experiment `name`; one MLflow child run per cell."""
     experiment_dir = results / "ray_results" / name
     signature = [cell.name for cell in cells]
-    if tune.Tuner.can_restore(str(experiment_dir)):
+    resuming = tune.Tuner.can_restore(str(experiment_dir))
+    if resuming:
         saved = json.loads((experiment_dir / "cells.json").read_text())
         if saved != signature:
             print(f"{Path(sys.argv[0]).name}: error: sweep {name!r} in {experiment_dir} was started with other cells; "
@@ -48,7 +49,7 @@ def run_cells(name: str, cells: Sequence[Cell], datasets: dict[str, Dataset], *,
         trainable = tune.with_resources(
             tune.with_parameters(run_cell, datasets=datasets),
             lambda config: tune.PlacementGroupFactory([config["cell"]["resources"]]))
-        if tune.Tuner.can_restore(str(experiment_dir)):
+        if resuming:
             log.info("resuming sweep %s from %s", name, experiment_dir)
             tuner = tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True, restart_errored=True)
         else:
