@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from raydistill.registry import MODELS
+
 Shape = tuple[int, int, int]  # (channels, height, width)
 
 
@@ -26,6 +28,8 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+@MODELS.register("baseline", "the paper's Baseline CNN: Keras' mnist_cnn without dropout (Conv32, Conv64, "
+                 "MaxPool, Dense128)", gpu_share=0.25, factorised_norms=True)
 def baseline(shape: Shape, num_classes: int) -> nn.Module:
     """The paper's "Baseline CNN", pinned to Keras' classic mnist_cnn without dropout:
     Conv32(3x3)-ReLU, Conv64(3x3)-ReLU, MaxPool 2, Dense128-ReLU, Dense C (softmax in the loss)."""
@@ -39,6 +43,8 @@ def baseline(shape: Shape, num_classes: int) -> nn.Module:
     )
 
 
+@MODELS.register("lenet", "LeNet-5: tanh, average pooling, 6-16-120-84-C (61,706 parameters on 1x28x28)",
+                 gpu_share=0.25, factorised_norms=True)
 def lenet(shape: Shape, num_classes: int) -> nn.Module:
     """Classic LeNet-5: tanh, average pooling, 6-16 convolutions, 120-84-C dense layers.
     The first convolution pads by 2, i.e. a 28x28 input is seen as the original 32x32."""
@@ -53,6 +59,8 @@ def lenet(shape: Shape, num_classes: int) -> nn.Module:
     )
 
 
+@MODELS.register("resnet34", "torchvision ResNet-34, random init; 3x3 stride-1 stem below 64 pixels (21.3M)",
+                 gpu_share=1.0, factorised_norms=False)
 def resnet34(shape: Shape, num_classes: int) -> nn.Module:
     """torchvision's ResNet-34 (random init). Below 64 pixels the stem is a 3x3 stride-1 convolution
     with no max-pool (the usual CIFAR adaptation); larger images keep the ImageNet stem."""
@@ -68,6 +76,8 @@ def resnet34(shape: Shape, num_classes: int) -> nn.Module:
     return net
 
 
+@MODELS.register("convnet3", "the field's ConvNet-3 (DC/DSA/DM/MTT): 3 x [Conv128, instance norm, ReLU, "
+                 "AvgPool]", gpu_share=0.25, factorised_norms=False)
 def convnet3(shape: Shape, num_classes: int, width: int = 128) -> nn.Module:
     """The distillation field's ConvNet-3 (DC/DSA/DM/MTT): three blocks of Conv3x3(128), instance
     norm (GroupNorm with one group per channel), ReLU, AvgPool 2; linear classifier. A 28-pixel
@@ -85,12 +95,13 @@ def convnet3(shape: Shape, num_classes: int, width: int = 128) -> nn.Module:
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(width * size * size, num_classes))
 
 
-ARCHITECTURES = {"baseline": baseline, "lenet": lenet, "resnet34": resnet34, "convnet3": convnet3}
-
-
-def build(name: str, shape: Shape, num_classes: int, mean: Sequence[float], std: Sequence[float]) -> nn.Module:
-    """A fresh model that takes [0, 1] images; seed torch before calling for a reproducible init."""
-    return nn.Sequential(Normalize(mean, std), ARCHITECTURES[name](shape, num_classes))
+def build(name: str, shape: Shape, num_classes: int, mean: Sequence[float], std: Sequence[float],
+          normalize: bool = True) -> nn.Module:
+    """A fresh model that takes [0, 1] images and normalises them itself; seed torch before calling
+    for a reproducible init. `normalize=False` feeds the pixels as they come (the `byte` forensics
+    reading); the layer indices stay the same either way."""
+    first = Normalize(mean, std) if normalize else nn.Identity()
+    return nn.Sequential(first, MODELS[name].obj(shape, num_classes))
 
 
 def parameter_count(model: nn.Module) -> int:

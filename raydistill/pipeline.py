@@ -1,14 +1,14 @@
 """One trial, end to end: config -> data -> teacher -> gradient shift -> per-class selection ->
-distilled set -> student -> test metrics (protocol 'paper', or the field's 'dc' in
-raydistill.protocols). No Ray or MLflow here; the tune layer wraps this."""
+distilled set -> student -> metrics, under the registered protocol (raydistill.protocols).
+No Ray or MLflow here; the tune layer wraps this."""
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -19,13 +19,12 @@ from raydistill.config import TrialConfig
 from raydistill.data import Dataset, DeviceData
 from raydistill.distill import modifiers
 from raydistill.distill.cluster import resolve_backend
-from raydistill.distill.methods import METHODS
-from raydistill.evaluate import score_on_test, train_student
-from raydistill.protocols import evaluate_dc
+from raydistill.protocols import Progress, StudentData
+from raydistill.registry import METHODS, PROTOCOLS
 from raydistill.teacher import TeacherSnapshot, train_teacher
 from raydistill.train import as_unit
 
-PHASES = ("load", "teacher", "gradients", "modification", "selection", "student", "evaluation")
+PHASES = ("load", "teacher", "gradients", "modification", "selection", "student")
 
 
 @dataclass
@@ -37,11 +36,12 @@ class TrialResult:
     kmeans_backend: str | None
     classes: list[str]
     n_train: int
-    images: torch.Tensor  # distilled images, float32 (n, C, H, W) in [0, 1] units, on the CPU
+    images: torch.Tensor  # distilled images, float32 (n, C, H, W) on the CPU, in the trial's pixel scale
     labels: torch.Tensor  # int64 (n,)
     meta: dict
-    proba: np.ndarray  # test-set class probabilities (for ROC plots)
-    y_test: np.ndarray
+    proba: np.ndarray  # class probabilities on the scored split (for ROC plots)
+    y_true: np.ndarray  # labels of the scored split
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     teacher: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
@@ -92,65 +92,81 @@ def positive_index(cfg: TrialConfig, classes: list[str]) -> int:
     return classes.index(cfg.positive_class) if cfg.positive_class is not None else 1
 
 
+def device_tensors(cfg: TrialConfig, data: Dataset, device: torch.device) -> tuple[DeviceData, DeviceData]:
+    """(the dataset's splits, the teacher's and the selection's pool) on the device. The pool is
+    the training split, plus the test split under leak_test; under pixel_scale=byte the pixels
+    are floats in 0..255 (never divided), else uint8 scaled to [0, 1] batch by batch."""
+    tensors = data.to(device)
+    if cfg.pixel_scale == "byte":
+        tensors = DeviceData(tensors.x_train.float(), tensors.y_train, tensors.x_test.float(), tensors.y_test)
+    if not cfg.leak_test:
+        return tensors, tensors
+    pool = DeviceData(torch.cat([tensors.x_train, tensors.x_test]), torch.cat([tensors.y_train, tensors.y_test]),
+                      tensors.x_test, tensors.y_test)
+    return tensors, pool
+
+
 TeacherProvider = Callable[[Dataset, DeviceData], TeacherSnapshot]
 
 
-def run_trial(cfg: TrialConfig, data: Dataset | None = None, teacher: TeacherProvider | None = None) -> TrialResult:
+def run_trial(cfg: TrialConfig, data: Dataset | None = None, teacher: TeacherProvider | None = None,
+              progress: Progress | None = None) -> TrialResult:
     """Run one trial. `data` skips loading (already loaded, e.g. shared by Ray); `teacher` replaces
-    teacher training (e.g. a cached snapshot at cfg.teacher_epochs from the same data and seed)."""
+    teacher training (e.g. a cached snapshot at cfg.teacher_epochs from the same data and seed);
+    `progress(phase, epoch, epochs, values)` sees every training epoch."""
     cfg.validate()
     timer = Timer()
     wall = time.perf_counter()
     with timer("load"):
         data = prepare_data(cfg, data)
         device = device_lib.resolve(cfg.device)
-        tensors = data.to(device)
-    backend = resolve_backend(cfg.backend, device) if cfg.method in ("kmeans", "kmeans-nearest") else None
+        tensors, pool = device_tensors(cfg, data, device)
+    method = METHODS[cfg.method]
+    backend = resolve_backend(cfg.backend, device) if method.uses_kmeans else None
     teacher_info: dict = {}
-    signal = None
+    signal, snap = None, None
     if cfg.needs_teacher:
         with timer("teacher"):
-            snap = (teacher or train_once(cfg))(data, tensors)
+            snap = (teacher or train_here(cfg, progress))(data, pool)
         teacher_info = {"epochs": snap.epoch, "test_accuracy": snap.test_accuracy,
                         "last_step_l1": snap.last_step_l1, "train_seconds": snap.train_seconds}
         with timer("gradients"):
-            net = snap.model(data, cfg.model, device)
-            signal = modifiers.signal(cfg.modifier, net, tensors.x_train, tensors.y_train,
+            net = snap.model(data, cfg.model, device, normalize=cfg.pixel_scale == "unit")
+            signal = modifiers.signal(cfg.modifier, net, pool.x_train, pool.y_train,
                                       last_step_l1=snap.last_step_l1, grad_l1=snap.grad_l1)
             del net
 
-    if cfg.method == "full":
-        images, labels = tensors.x_train, tensors.y_train
+    if method.distills:
+        images, labels = distill(cfg, pool.x_train, pool.y_train, data.num_classes, signal, backend, timer)
     else:
-        images, labels = distill(cfg, tensors.x_train, tensors.y_train, data.num_classes, signal, backend, timer)
+        images, labels = pool.x_train, pool.y_train
 
     positive = positive_index(cfg, data.classes)
-    if cfg.protocol == "dc":
-        with timer("student"):  # the runs' test predictions are included: training dominates
-            metrics, proba = evaluate_dc(cfg, data, images, labels, tensors, positive)
-    else:
-        with timer("student"):
-            student = train_student(cfg, data, images, labels)
-        with timer("evaluation"):
-            metrics, proba = score_on_test(student, tensors, positive)
+    student = StudentData(images, labels, tensors, positive, snap.state_dict if snap is not None else None)
+    with timer("student"):  # training and scoring (the scored curves are part of it)
+        evaluation = PROTOCOLS[cfg.protocol].obj(cfg, data, student, progress)
     timings = {k: round(v, 4) for k, v in timer.seconds.items()}
     timings["total"] = round(time.perf_counter() - wall, 4)
-    metrics["teacher_accuracy"] = teacher_info.get("test_accuracy", math.nan)
-    export = as_unit(images).cpu() if cfg.method != "full" else torch.empty(0)
+    metrics = {**evaluation.metrics, "teacher_accuracy": teacher_info.get("test_accuracy", math.nan)}
+    export = as_unit(images).cpu() if method.distills else torch.empty(0)
     return TrialResult(
         config=cfg.to_dict(), metrics=metrics, timings=timings, device=device_lib.describe(device),
         kmeans_backend=backend, classes=list(data.classes), n_train=len(data.train),
-        images=export, labels=labels.cpu() if cfg.method != "full" else torch.empty(0, dtype=torch.long),
-        meta={**data.meta(), "config": cfg.to_dict()}, proba=proba, y_test=tensors.y_test.cpu().numpy(),
-        teacher=teacher_info,
+        images=export, labels=labels.cpu() if method.distills else torch.empty(0, dtype=torch.long),
+        meta={**data.meta(), "pixel_scale": cfg.pixel_scale, "config": cfg.to_dict()}, proba=evaluation.proba,
+        y_true=evaluation.y_true, curves=evaluation.curves, teacher=teacher_info,
     )
 
 
-def train_once(cfg: TrialConfig) -> TeacherProvider:
+def train_here(cfg: TrialConfig, progress: Progress | None = None) -> TeacherProvider:
     """The default teacher: trained here, to cfg.teacher_epochs."""
-    def provide(data: Dataset, tensors: DeviceData) -> TeacherSnapshot:
-        (snap,) = train_teacher(cfg.model, data, tensors, [cfg.teacher_epochs], seed=cfg.seed, lr=cfg.lr,
-                                batch_size=cfg.batch_size)
+    def provide(data: Dataset, pool: DeviceData) -> TeacherSnapshot:
+        def on_epoch(epoch, stats):
+            if progress is not None:
+                progress("teacher", epoch, cfg.teacher_epochs, {"train_loss": stats.loss, "train_accuracy": stats.accuracy})
+
+        (snap,) = train_teacher(cfg.model, data, pool, [cfg.teacher_epochs], seed=cfg.seed, lr=cfg.lr,
+                                batch_size=cfg.batch_size, normalize=cfg.pixel_scale == "unit", on_epoch=on_epoch)
         return snap
 
     return provide
@@ -166,14 +182,14 @@ def distill(
     timer: Timer,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per class: shift the images (Eq. 2), then pick or build cfg.ipc images with cfg.method."""
-    select = METHODS[cfg.method]
-    options = {"iterations": cfg.dm_iterations} if cfg.method == "dm" else {}
+    method = METHODS[cfg.method]
+    options = method.meta.get("options", lambda _: {})(cfg)
     out_images, out_labels = [], []
     for c in range(num_classes):
         index = (y == c).nonzero().squeeze(1)
         with timer("modification"):
             shifted = modifiers.shift(as_unit(x[index]), modifiers.rows(signal, index), cfg.step_size)
         with timer("selection"):
-            out_images.append(select(shifted, cfg.ipc, seed=cfg.seed, backend=backend, **options))
+            out_images.append(method.obj(shifted, cfg.ipc, seed=cfg.seed, backend=backend, **options))
         out_labels.append(torch.full((cfg.ipc,), c, dtype=torch.long, device=x.device))
     return torch.cat(out_images), torch.cat(out_labels)

@@ -1,49 +1,64 @@
-"""MLflow: where runs go, the sweep's parent run, one child run per cell, teacher snapshots.
+"""MLflow: the store, the sweep's ledger of runs, one run per cell, teacher snapshots.
 
-Layout of an experiment (one per sweep name), told apart by the tag `raydistill.role`:
-- `sweep`: one parent run per sweep; reused when the same sweep is resumed;
-- `cell`: one run per grid cell (`raydistill.cell` = the cell name), child of the sweep run;
-- `teacher`: one run per trained teacher (`raydistill.teacher` = its key), holding one artifact
-  per epoch milestone so that every cell needing that teacher reuses it.
+An experiment (one per sweep name) holds three kinds of runs, told apart by `raydistill.role`:
+- `sweep`: one per sweep (`raydistill.sweep` = its name), reused when the sweep resumes; it carries
+  the comparison (tables, plots, the HTML report) as artifacts;
+- `cell`: one per grid cell, identified by `raydistill.cell_key` (a hash of the cell's whole
+  config) and shown by its display name; a sweep re-runs nothing that has a FINISHED cell run;
+- `teacher`: one per trained teacher (`raydistill.teacher` = its key), holding one artifact per epoch
+  milestone and a checkpoint to continue from, so every cell needing that teacher reuses it.
+Cells and teachers are not nested under the sweep run, so the runs list shows them at once.
+Searches filter on constant tag values only; everything user-given is compared in Python.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
-import urllib.error
-import urllib.request
+import time
 from pathlib import Path
 
 import mlflow
 import torch
-from mlflow.entities import Run, ViewType
+from mlflow.entities import Metric, Run, ViewType
 from mlflow.tracking import MlflowClient
 
-from raydistill.config import ConfigError
-from raydistill.teacher import TeacherSnapshot
+from raydistill.locks import waiting_lock
+from raydistill.teacher import TeacherCheckpoint, TeacherSnapshot
 
 log = logging.getLogger(__name__)
 
-ROLE, CELL, TEACHER, SWEEP = "raydistill.role", "raydistill.cell", "raydistill.teacher", "raydistill.sweep"
+ROLE, SWEEP, SWEEP_RUN = "raydistill.role", "raydistill.sweep", "raydistill.sweep_run"
+CELL, CELL_KEY, TEACHER = "raydistill.cell", "raydistill.cell_key", "raydistill.teacher"
+FORENSICS, HYPOTHESIS, ERROR = "raydistill.forensics", "raydistill.hypothesis", "raydistill.error"
+SQLITE = "sqlite:///"
 
 
 def local_store(results_dir: Path) -> str:
     """The default store: a sqlite database under the results folder (absolute path)."""
-    return f"sqlite:///{results_dir.resolve() / 'mlflow.db'}"
+    return f"{SQLITE}{results_dir.resolve() / 'mlflow.db'}"
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail early (before any trial) when a tracking server does not answer its health check."""
-    if not uri.startswith(("http://", "https://")):
+def init_store(uri: str) -> None:
+    """Create a local sqlite store exactly once, before any concurrent use: its schema is built in a
+    private file under a lock, then renamed into place, so nobody ever opens a half-made store
+    (several processes migrating one new file corrupt it)."""
+    if not uri.startswith(SQLITE):
         return
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
-            if response.status == 200:
-                return
-    except (urllib.error.URLError, OSError) as err:
-        raise ConfigError(f"MLflow tracking server {uri} is not reachable ({err}); start it or fix --tracking-uri") from None
-    raise ConfigError(f"MLflow tracking server {uri} answered its health check with an error")
+    path = Path(uri[len(SQLITE):])
+    if path.exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    with waiting_lock(path.with_name(f".{path.name}.lock")):
+        if path.exists():
+            return
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        store = SqlAlchemyStore(f"{SQLITE}{tmp}", (path.parent / "mlartifacts").as_uri())
+        store.engine.dispose()
+        os.replace(tmp, path)
 
 
 def ensure_experiment(uri: str, name: str, artifact_root: Path | None) -> str:
@@ -52,21 +67,26 @@ def ensure_experiment(uri: str, name: str, artifact_root: Path | None) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    location = None if uri.startswith("http") or artifact_root is None else (artifact_root.resolve() / name).as_uri()
+    location = None if not uri.startswith(SQLITE) or artifact_root is None else (artifact_root.resolve() / name).as_uri()
     return client.create_experiment(name, artifact_location=location)
 
 
-def runs(uri: str, experiment_id: str, tags: dict[str, str]) -> list[Run]:
-    """Active (not deleted) runs whose tags equal the given values, oldest first."""
-    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    found = MlflowClient(uri).search_runs([experiment_id], query, run_view_type=ViewType.ACTIVE_ONLY, max_results=10_000)
-    return sorted(found, key=lambda r: r.info.start_time)
+def search(uri: str, experiment_id: str, role: str) -> list[Run]:
+    """Every active run of one role, oldest first (all pages)."""
+    client, found, token = MlflowClient(uri), [], None
+    while True:
+        page = client.search_runs([experiment_id], f"tags.`{ROLE}` = '{role}'", run_view_type=ViewType.ACTIVE_ONLY,
+                                  max_results=10_000, page_token=token)
+        found += list(page)
+        token = page.token
+        if not token:
+            return sorted(found, key=lambda r: r.info.start_time)
 
 
 def sweep_run(uri: str, experiment_id: str, sweep: str, params: dict) -> str:
-    """The sweep's parent run: the existing one when resuming, else a new one."""
+    """The sweep's run: the existing one when resuming (set RUNNING again), else a new one."""
     client = MlflowClient(uri)
-    existing = runs(uri, experiment_id, {ROLE: "sweep", SWEEP: sweep})
+    existing = [r for r in search(uri, experiment_id, "sweep") if r.data.tags.get(SWEEP) == sweep]
     if existing:
         client.update_run(existing[-1].info.run_id, status="RUNNING")
         return existing[-1].info.run_id
@@ -80,20 +100,65 @@ def end_run(uri: str, run_id: str, status: str) -> None:
     MlflowClient(uri).set_terminated(run_id, status)
 
 
-def finished_cell(uri: str, experiment_id: str, cell: str) -> Run | None:
-    """A FINISHED run of this cell, if an earlier attempt completed (e.g. just before a kill)."""
-    done = [r for r in runs(uri, experiment_id, {CELL: cell}) if r.info.status == "FINISHED"]
-    return done[-1] if done else None
+def cell_runs(uri: str, experiment_id: str, key: str | None = None) -> list[Run]:
+    runs = search(uri, experiment_id, "cell")
+    return runs if key is None else [r for r in runs if r.data.tags.get(CELL_KEY) == key]
 
 
-def drop_unfinished_cell_runs(uri: str, experiment_id: str, cell: str) -> int:
+def finished_cells(uri: str, experiment_id: str) -> dict[str, Run]:
+    """Cell key -> its FINISHED run."""
+    return {r.data.tags[CELL_KEY]: r for r in cell_runs(uri, experiment_id)
+            if r.info.status == "FINISHED" and CELL_KEY in r.data.tags}
+
+
+def drop_unfinished_cell_runs(uri: str, experiment_id: str, key: str) -> int:
     """Soft-delete runs left by interrupted or failed attempts of a cell, so that each cell has
     exactly one run (restorable with `mlflow runs restore`). Returns how many were dropped."""
     client = MlflowClient(uri)
-    stale = [r for r in runs(uri, experiment_id, {CELL: cell}) if r.info.status != "FINISHED"]
+    stale = [r for r in cell_runs(uri, experiment_id, key) if r.info.status != "FINISHED"]
     for run in stale:
         client.delete_run(run.info.run_id)
     return len(stale)
+
+
+def close_running(uri: str, experiment_id: str, status: str = "KILLED") -> list[str]:
+    """End every cell or teacher run still RUNNING (their trials were stopped); returns their names."""
+    client, closed = MlflowClient(uri), []
+    for role in ("cell", "teacher"):
+        for run in search(uri, experiment_id, role):
+            if run.info.status == "RUNNING":
+                client.set_terminated(run.info.run_id, status)
+                closed.append(run.info.run_name)
+    return closed
+
+
+def record_failed_cell(uri: str, experiment_id: str, name: str, tags: dict[str, str], params: dict, error: str) -> None:
+    """A FAILED run for a cell that could not start (its teacher failed), carrying the error."""
+    client = MlflowClient(uri)
+    run = client.create_run(experiment_id, run_name=name, tags={**tags, ERROR: error[:5000]})
+    client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items()])
+    client.set_terminated(run.info.run_id, "FAILED")
+
+
+class MetricLog:
+    """Metric history for one run, sent in batches at most every `seconds` (live charts without a
+    round trip per epoch)."""
+
+    def __init__(self, uri: str, run_id: str, seconds: float = 5.0):
+        self.client, self.run_id, self.seconds = MlflowClient(uri), run_id, seconds
+        self.pending: list[Metric] = []
+        self.sent = time.monotonic()
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        self.pending += [Metric(k, float(v), now, step) for k, v in values.items()]
+        if time.monotonic() - self.sent > self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        for start in range(0, len(self.pending), 1000):
+            self.client.log_batch(self.run_id, metrics=self.pending[start : start + 1000])
+        self.pending, self.sent = [], time.monotonic()
 
 
 # ---- teachers ---------------------------------------------------------------------------------
@@ -102,43 +167,80 @@ def milestone_tag(epoch: int) -> str:
     return f"raydistill.milestone.{epoch}"
 
 
-def teacher_with_milestone(uri: str, experiment_id: str, key: str, epoch: int) -> str | None:
-    """The run id of a teacher run that holds the snapshot at `epoch`, if any."""
-    for run in runs(uri, experiment_id, {TEACHER: key}):
-        if run.data.tags.get(milestone_tag(epoch)) == "done":
+def milestones_done(run: Run) -> set[int]:
+    prefix = milestone_tag(0)[:-1]
+    return {int(k[len(prefix):]) for k, v in run.data.tags.items() if k.startswith(prefix) and v == "done"}
+
+
+def teachers(uri: str, experiment_id: str) -> dict[str, tuple[str, set[int]]]:
+    """Teacher key -> (its newest run, the epoch milestones any of its runs holds)."""
+    out: dict[str, tuple[str, set[int]]] = {}
+    for run in search(uri, experiment_id, "teacher"):
+        key = run.data.tags.get(TEACHER)
+        done = out.get(key, ("", set()))[1] | milestones_done(run)
+        out[key] = (run.info.run_id, done)
+    return out
+
+
+def teacher_run(uri: str, experiment_id: str, key: str, params: dict) -> str:
+    """The teacher's run, to continue in (set RUNNING again), or a new one."""
+    client = MlflowClient(uri)
+    existing = [r for r in search(uri, experiment_id, "teacher") if r.data.tags.get(TEACHER) == key]
+    if existing:
+        client.update_run(existing[-1].info.run_id, status="RUNNING")
+        return existing[-1].info.run_id
+    run = client.create_run(experiment_id, run_name=f"teacher-{params.get('model')}-{key[:6]}",
+                            tags={ROLE: "teacher", TEACHER: key})
+    client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
+    return run.info.run_id
+
+
+def teacher_holding(uri: str, experiment_id: str, key: str, epoch: int) -> str | None:
+    """The id of a run of teacher `key` that holds the snapshot at `epoch`, if any."""
+    for run in reversed(search(uri, experiment_id, "teacher")):
+        if run.data.tags.get(TEACHER) == key and epoch in milestones_done(run):
             return run.info.run_id
     return None
 
 
-def start_teacher_run(uri: str, experiment_id: str, key: str, params: dict) -> str:
-    """A new teacher run; unfinished ones of the same key (interrupted training) are marked KILLED."""
-    client = MlflowClient(uri)
-    for run in runs(uri, experiment_id, {TEACHER: key}):
-        if run.info.status == "RUNNING":
-            client.set_terminated(run.info.run_id, "KILLED")
-    run = client.create_run(experiment_id, run_name=f"teacher-{params.get('model')}-{key[:8]}",
-                            tags={ROLE: "teacher", TEACHER: key})
-    for name, value in params.items():
-        client.log_param(run.info.run_id, name, str(value))
-    return run.info.run_id
+def _upload(uri: str, run_id: str, payload: dict, name: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        torch.save(payload, path)
+        MlflowClient(uri).log_artifact(run_id, str(path), artifact_path="teacher")
+
+
+def _download(uri: str, run_id: str, name: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"teacher/{name}", dst_path=tmp,
+                                                   tracking_uri=uri)
+        return torch.load(path, weights_only=True)
 
 
 def log_snapshot(uri: str, run_id: str, snap: TeacherSnapshot) -> None:
     """Upload one milestone, then tag it done (the tag marks a complete upload)."""
+    _upload(uri, run_id, vars(snap), f"epoch_{snap.epoch:05d}.pt")
     client = MlflowClient(uri)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"epoch_{snap.epoch:05d}.pt"
-        torch.save({"epoch": snap.epoch, "state_dict": snap.state_dict, "last_step_l1": snap.last_step_l1,
-                    "test_accuracy": snap.test_accuracy, "train_seconds": snap.train_seconds,
-                    "grad_l1": snap.grad_l1, "grad_seconds": snap.grad_seconds}, path)
-        client.log_artifact(run_id, str(path), artifact_path="teacher")
     client.log_metric(run_id, "test_accuracy", snap.test_accuracy, step=snap.epoch)
     client.set_tag(run_id, milestone_tag(snap.epoch), "done")
 
 
 def load_snapshot(uri: str, run_id: str, epoch: int) -> TeacherSnapshot:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"teacher/epoch_{epoch:05d}.pt",
-                                                   dst_path=tmp, tracking_uri=uri)
-        saved = torch.load(path, weights_only=True)
-    return TeacherSnapshot(**saved)
+    return TeacherSnapshot(**_download(uri, run_id, f"epoch_{epoch:05d}.pt"))
+
+
+def log_checkpoint(uri: str, run_id: str, ckpt: TeacherCheckpoint) -> None:
+    """Replace the run's checkpoint (the state to continue training from), then record its epoch."""
+    _upload(uri, run_id, vars(ckpt), "checkpoint.pt")
+    MlflowClient(uri).set_tag(run_id, "raydistill.checkpoint_epoch", str(ckpt.epoch))
+
+
+def load_checkpoint(uri: str, run_id: str) -> TeacherCheckpoint | None:
+    if "raydistill.checkpoint_epoch" not in MlflowClient(uri).get_run(run_id).data.tags:
+        return None
+    return TeacherCheckpoint(**_download(uri, run_id, "checkpoint.pt"))
+
+
+def log_folder(uri: str, run_id: str, folder: Path, artifact_path: str) -> None:
+    """Attach a folder's files (e.g. the sweep's tables and report) to a run."""
+    MlflowClient(uri).log_artifacts(run_id, str(folder), artifact_path)

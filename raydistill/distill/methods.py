@@ -1,22 +1,20 @@
-"""Selection methods: how one class's (modified) images become its k distilled images.
+"""Selection methods: how one class's (modified) images become its ipc distilled images.
 
-Each method is a function (images (n, C, H, W) float, k, *, seed, backend) -> (k, C, H, W),
-registered by name in METHODS (the names config.METHODS allows). kmeans and dm build new images;
-the others keep real ones (raydistill.distill.selection). 'full' (no distillation) is handled by the
-pipeline; dm also takes `iterations`.
+Each method is registered once in raydistill.registry.METHODS with a function
+(images (n, C, H, W) float, k, *, seed, backend, **options) -> (k, C, H, W) and the facts the
+pipeline and the grid need: whether it clusters (it then gets a K-means backend), and its extra
+options read from the trial config. `full` distils nothing: the student trains on every image.
+Adding a method is one function and one `METHODS.add` line here (or in a module imported here).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 
 from raydistill.distill import selection
 from raydistill.distill.cluster import kmeans as cluster_kmeans
 from raydistill.distill.dm import dm
-
-Method = Callable[..., torch.Tensor]
+from raydistill.registry import METHODS
 
 
 def kmeans(images: torch.Tensor, k: int, *, seed: int, backend: str) -> torch.Tensor:
@@ -25,11 +23,16 @@ def kmeans(images: torch.Tensor, k: int, *, seed: int, backend: str) -> torch.Te
     return centres.view(k, *images.shape[1:])
 
 
-METHODS: dict[str, Method] = {
-    "kmeans": kmeans,
-    "kmeans-nearest": selection.kmeans_nearest,
-    "random": selection.random,
-    "herding": selection.herding,
-    "kcenter": selection.kcenter,
-    "dm": dm,
-}
+METHODS.add("kmeans", "the paper: K-means centroids (means of real images)", kmeans, distills=True, uses_kmeans=True)
+METHODS.add("kmeans-nearest", "for each centroid the nearest real image, no image twice (DC-BENCH's K-means "
+            "selection)", selection.kmeans_nearest, distills=True, uses_kmeans=True)
+METHODS.add("random", "k real images drawn without replacement, seeded", selection.random, distills=True,
+            uses_kmeans=False)
+METHODS.add("herding", "greedy herding (Welling 2009): each pick brings the mean of the picks closest to the class "
+            "mean", selection.herding, distills=True, uses_kmeans=False)
+METHODS.add("kcenter", "greedy k-center (max-min distance) from the image nearest the class mean",
+            selection.kcenter, distills=True, uses_kmeans=False)
+METHODS.add("dm", "Distribution Matching (Zhao & Bilen 2023), --dm-iterations SGD steps per class", dm,
+            distills=True, uses_kmeans=False, options=lambda cfg: {"iterations": cfg.dm_iterations})
+METHODS.add("full", "no distillation: the student trains on the whole training set", None, distills=False,
+            uses_kmeans=False)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from raydistill.registry import MODIFIERS
 from raydistill.train import as_unit
 
 Signal = torch.Tensor  # broadcastable against (N, C, H, W): (N,1,1,1), (1,1,1,1) or (N,C,H,W)
@@ -138,6 +139,30 @@ def input_grad_abs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     return torch.cat(out)
 
 
+def _grad_l1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, last_step_l1: float,
+             grad_l1: torch.Tensor | None, chunk: int | None) -> Signal:
+    norms = grad_l1 if grad_l1 is not None else per_sample_grad_l1(model, x, y, chunk)
+    return norms.to(x.device).view(-1, 1, 1, 1)
+
+
+def _grad_l1_last(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, last_step_l1: float, **_) -> Signal:
+    return torch.full((1, 1, 1, 1), last_step_l1, device=x.device)
+
+
+def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **_) -> Signal:
+    return input_grad_abs(model, x, y)
+
+
+MODIFIERS.add("grad-l1", "per image: the L1 norm of its loss gradient w.r.t. all weights of the trained model "
+              "(the paper's Eq. 2, default)", _grad_l1, needs_teacher=True, per_image_norms=True)
+MODIFIERS.add("grad-l1-last", "one value for all images: the L1 norm of the weight gradient of the last training "
+              "step", _grad_l1_last, needs_teacher=True, per_image_norms=False)
+MODIFIERS.add("input-grad", "pixel-wise: |dL(u)/dx| of image u", _input_grad, needs_teacher=True,
+              per_image_norms=False)
+MODIFIERS.add("none", "no shift (K-means on the raw images; no teacher is trained)", None, needs_teacher=False,
+              per_image_norms=False)
+
+
 def signal(
     modifier: str,
     model: nn.Module,
@@ -150,16 +175,10 @@ def signal(
 ) -> Signal | None:
     """The quantity Eq. 2 subtracts (times alpha), shaped to broadcast over the images.
     `grad_l1` passes per-image norms computed earlier (a cached teacher) instead of recomputing."""
-    if modifier == "none":
+    compute = MODIFIERS[modifier].obj
+    if compute is None:
         return None
-    if modifier == "grad-l1-last":
-        return torch.full((1, 1, 1, 1), last_step_l1, device=x.device)
-    if modifier == "grad-l1":
-        norms = grad_l1 if grad_l1 is not None else per_sample_grad_l1(model, x, y, chunk)
-        return norms.to(x.device).view(-1, 1, 1, 1)
-    if modifier == "input-grad":
-        return input_grad_abs(model, x, y)
-    raise ValueError(f"unknown modifier {modifier!r}")
+    return compute(model, x, y, last_step_l1=last_step_l1, grad_l1=grad_l1, chunk=chunk)
 
 
 def shift(images: torch.Tensor, signal_rows: Signal | None, alpha: float) -> torch.Tensor:

@@ -1,30 +1,26 @@
-"""From declarative axes to Ray Tune trials: cells, checks before any trial, resources, resume.
+"""From declarative axes to validated cells: identity, display names, teachers, checks.
 
 A grid is a list of parts; each part maps TrialConfig fields (or `epochs`, which sets teacher and
-student epochs together) to the values it takes, and contributes the Cartesian product of them.
+student epochs together) to the values it takes and contributes the Cartesian product of them.
+A cell is identified by its key, a hash of its whole config (TrialConfig.key): cells that differ
+in any setting are distinct, and the same settings are the same cell in every sweep. Its display
+name is for people: the axes that vary across the grid, made unique when needed.
 """
 
 from __future__ import annotations
 
-import argparse
+import hashlib
 import itertools
-import logging
-import os
-import subprocess
-import sys
+import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from raydistill import tracking
 from raydistill.config import ConfigError, TrialConfig
 from raydistill.data import Dataset, dataset_label
 from raydistill.data import load as load_dataset
+from raydistill.registry import MODELS, MODIFIERS
 
-log = logging.getLogger(__name__)
-
-GPU_SHARE = {"baseline": 0.25, "lenet": 0.25, "convnet3": 0.25, "resnet34": 1.0}
 CPUS_PER_TRIAL = 1
 
 
@@ -33,10 +29,12 @@ class Grid:
     name: str
     parts: Sequence[Mapping[str, Sequence]]
     fixed: Mapping[str, object] = field(default_factory=dict)
+    description: str = ""
 
 
 @dataclass(frozen=True)
 class Cell:
+    key: str
     name: str
     config: TrialConfig
 
@@ -44,23 +42,40 @@ class Cell:
     def data_key(self) -> str:
         return f"{self.config.dataset}|{self.config.resize}"
 
+    @property
+    def teacher_key(self) -> str | None:
+        return teacher_key(self.config) if self.config.needs_teacher else None
 
-def cell_name(cfg: TrialConfig) -> str:
-    parts = [dataset_label(cfg.dataset), cfg.model, cfg.method]
-    if cfg.method != "full":
-        parts += [cfg.modifier, f"ipc{cfg.ipc}"]
-    parts.append(f"e{cfg.student_epochs}")
-    if cfg.needs_teacher and cfg.teacher_epochs != cfg.student_epochs:
-        parts.append(f"te{cfg.teacher_epochs}")
-    parts.append(f"s{cfg.seed}")
-    if cfg.protocol != "paper":
-        parts.append(cfg.protocol)
-    return "-".join(parts)
+
+@dataclass(frozen=True)
+class TeacherJob:
+    """One teacher trained once to its largest milestone for every cell that shares it."""
+
+    key: str
+    config: TrialConfig  # the settings that define it (one of its cells' configs)
+    milestones: tuple[int, ...]
+    per_image_norms: bool  # keep the per-image gradient norms at each milestone (grad-l1 cells)
+
+    @property
+    def name(self) -> str:
+        return f"teacher-{self.config.model}-{self.key[:6]}"
+
+
+def teacher_params(cfg: TrialConfig) -> dict:
+    """What makes two teachers the same: data, model, seed, optimiser, pixel scale, the training
+    pool (leak_test) and the arithmetic."""
+    fields = ("dataset", "resize", "train_limit", "model", "seed", "lr", "batch_size", "pixel_scale", "leak_test",
+              "compile", "precision", "channels_last")
+    return {f: getattr(cfg, f) for f in fields}
+
+
+def teacher_key(cfg: TrialConfig) -> str:
+    return hashlib.sha1(json.dumps(teacher_params(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def expand(grid: Grid, **overrides: object) -> list[Cell]:
-    """All cells of the grid, validated, without duplicates, in declaration order."""
-    cells: dict[str, Cell] = {}
+    """All cells of the grid, validated, one per key, in declaration order, with distinct names."""
+    configs: dict[str, TrialConfig] = {}
     for part in grid.parts:
         keys = list(part)
         for values in itertools.product(*(part[k] for k in keys)):
@@ -71,16 +86,75 @@ def expand(grid: Grid, **overrides: object) -> list[Cell]:
                 fields.setdefault("student_epochs", epochs)
             try:
                 cfg = TrialConfig(**fields)
-            except TypeError as err:
-                raise ConfigError(f"grid {grid.name!r}: {err}") from None
-            if cfg.method == "full":  # ipc and the shift mean nothing without distillation
-                cfg = cfg.replace(ipc=1, modifier="none", teacher_epochs=cfg.student_epochs)
-            try:
+                if not cfg.distills:  # ipc and the shift mean nothing without distillation
+                    cfg = cfg.replace(ipc=1, modifier="none", teacher_epochs=cfg.student_epochs)
                 cfg.validate()
-            except ConfigError as err:
-                raise ConfigError(f"grid cell {fields}: {err}") from None
-            cells.setdefault(cell_name(cfg), Cell(cell_name(cfg), cfg))
-    return list(cells.values())
+            except (TypeError, ConfigError) as err:
+                raise ConfigError(f"grid {grid.name!r}, cell {fields}: {err}") from None
+            configs.setdefault(cfg.key(), cfg)
+    names = display_names(list(configs.values()))
+    return [Cell(key, name, cfg) for (key, cfg), name in zip(configs.items(), names, strict=True)]
+
+
+NAME_FIELDS = ("dataset", "model", "method", "modifier", "ipc", "student_epochs", "teacher_epochs", "protocol", "seed")
+SHORT = {"student_epochs": "e", "teacher_epochs": "te", "ipc": "ipc", "seed": "s"}
+
+
+def display_names(configs: Sequence[TrialConfig]) -> list[str]:
+    """Short names from the axes that vary across the cells (the rest is the same for all), with
+    any other differing setting appended where two cells would otherwise share a name."""
+    if not configs:
+        return []
+    varying = [f for f in NAME_FIELDS if len({getattr(c, f) for c in configs}) > 1] or ["method"]
+    names = ["-".join(_part(c, f) for f in varying if _part(c, f)) for c in configs]
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, name in enumerate(names):
+        groups[name].append(i)
+    for members in (m for m in groups.values() if len(m) > 1):
+        dicts = [configs[i].to_dict() for i in members]
+        differ = [k for k in dicts[0] if len({json.dumps(d[k]) for d in dicts}) > 1]
+        for i, d in zip(members, dicts, strict=True):
+            names[i] += "-" + "-".join(f"{k}={_text(d[k])}" for k in differ)
+    return [name if names.count(name) == 1 else f"{name}-{c.key()[:6]}" for name, c in zip(names, configs)]
+
+
+def _part(cfg: TrialConfig, name: str) -> str:
+    if name == "dataset":
+        return dataset_label(cfg.dataset)
+    if name in ("ipc", "modifier") and not cfg.distills:
+        return ""
+    if name == "teacher_epochs" and (not cfg.needs_teacher or cfg.teacher_epochs == cfg.student_epochs):
+        return ""
+    value = getattr(cfg, name)
+    return f"{SHORT[name]}{value}" if name in SHORT else str(value)
+
+
+def _text(value: object) -> str:
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def teacher_jobs(cells: Sequence[Cell]) -> dict[str, TeacherJob]:
+    """The teachers the cells need, by key, each with the milestones its cells use."""
+    groups: dict[str, list[Cell]] = defaultdict(list)
+    for cell in cells:
+        if cell.teacher_key is not None:
+            groups[cell.teacher_key].append(cell)
+    return {key: TeacherJob(key, members[0].config, tuple(sorted({c.config.teacher_epochs for c in members})),
+                            any(MODIFIERS[c.config.modifier].per_image_norms for c in members))
+            for key, members in groups.items()}
+
+
+def teacher_epochs(cells: Sequence[Cell]) -> tuple[int, int]:
+    """Teacher epochs the grid costs when each teacher is trained once to its largest milestone,
+    and when every cell trains its own."""
+    jobs = teacher_jobs(cells).values()
+    return (sum(max(job.milestones) for job in jobs),
+            sum(c.config.teacher_epochs for c in cells if c.teacher_key is not None))
+
+
+def resources(cfg: TrialConfig, gpus_available: bool) -> dict[str, float]:
+    """One CPU per trial, plus the model's registered GPU share when the cluster has GPUs."""
+    return {"CPU": CPUS_PER_TRIAL, "GPU": MODELS[cfg.model].gpu_share if gpus_available else 0}
 
 
 def load_and_check(cells: Sequence[Cell]) -> dict[str, Dataset]:
@@ -98,111 +172,17 @@ def load_and_check(cells: Sequence[Cell]) -> dict[str, Dataset]:
     return datasets
 
 
-def teacher_groups(cells: Sequence[Cell]) -> dict[str, list[Cell]]:
-    """The cells that need a teacher, grouped by the teacher they share (its key)."""
-    from raydistill.tune.teachers import teacher_key
-
-    groups: dict[str, list[Cell]] = defaultdict(list)
+def describe(cells: Sequence[Cell]) -> list[str]:
+    """The dry run: one line per cell (name, key, resources, teacher), then the totals."""
+    jobs = teacher_jobs(cells)
+    lines = []
+    width = max((len(c.name) for c in cells), default=0)
     for cell in cells:
-        if cell.config.needs_teacher:
-            groups[teacher_key(cell.config)].append(cell)
-    return groups
-
-
-def teacher_plan(cells: Sequence[Cell]) -> dict[str, dict]:
-    """Per cell: the milestones its teacher is trained to and whether it keeps gradient norms."""
-    plan = {}
-    for members in teacher_groups(cells).values():
-        milestones = sorted({c.config.teacher_epochs for c in members})
-        grad_l1 = any(c.config.modifier == "grad-l1" for c in members)
-        plan |= {c.name: {"teacher_milestones": milestones, "teacher_grad_l1": grad_l1} for c in members}
-    return plan
-
-
-def interleave(cells: Sequence[Cell]) -> list[Cell]:
-    """Order cells so that the first wave of concurrent trials needs different teachers."""
-    from raydistill.tune.teachers import teacher_key
-
-    seen: dict[str, int] = defaultdict(int)
-    ranked = []
-    for i, cell in enumerate(cells):
-        key = teacher_key(cell.config) if cell.config.needs_teacher else f"none-{i}"
-        ranked.append((seen[key], i, cell))
-        seen[key] += 1
-    return [cell for _, _, cell in sorted(ranked, key=lambda t: t[:2])]
-
-
-def resources(cfg: TrialConfig, gpus_available: bool) -> dict[str, float]:
-    return {"CPU": CPUS_PER_TRIAL, "GPU": GPU_SHARE[cfg.model] if gpus_available else 0}
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-# ---- command line ------------------------------------------------------------------------------
-
-def sweep_parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    a = p.add_argument
-    a("--data-root", default="data", help="folder with the torchvision dataset files (e.g. ROOT/FashionMNIST/raw)")
-    a("--download", action="store_true", help="let torchvision download missing datasets (needs internet)")
-    a("--results", type=Path, default=Path("results"), help="folder for Tune's state and the default MLflow store")
-    a("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite database under --results); "
-      "on a cluster: http://<head-private-ip>:5000")
-    a("--address", default=None, help="Ray cluster address (default: start a local Ray)")
-    a("--max-concurrent", type=int, default=None, help="trials at once (default: as many as resources allow)")
-    a("--seeds", type=int, nargs="+", default=[0], help="seeds; every cell runs once per seed")
-    a("--name", default=None, help="sweep (and MLflow experiment) name; the same name resumes")
-    a("--max-failures", type=int, default=1, help="retries of a failed cell")
-    a("--dry-run", action="store_true", help="print the cells and their resources, then exit")
-    a("--no-tables", action="store_true", help="do not write the analysis tables at the end")
-    return p
-
-
-def run_sweep(grid: Grid, args: argparse.Namespace, **overrides: object) -> int:
-    """Validate everything, then run (or resume) the sweep. Returns a process exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    name = args.name or grid.name
-    results = args.results.expanduser().resolve()
-    overrides = {"data_root": str(Path(args.data_root).expanduser().resolve()), "download": args.download, **overrides}
-    try:
-        cells = interleave([c for seed in args.seeds for c in expand(grid, seed=seed, **overrides)])
-        if args.dry_run:
-            return _print_cells(cells)
-        uri = args.tracking_uri or tracking.local_store(results)
-        tracking.check_reachable(uri)
-        datasets = load_and_check(cells)
-    except ConfigError as err:
-        print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
-        return 2
-    from raydistill.tune.runner import run_cells
-
-    return run_cells(name, cells, datasets, uri=uri, results=results, args=args)
-
-
-def _print_cells(cells: Sequence[Cell]) -> int:
-    plan = teacher_plan(cells)
-    for cell in cells:
-        teacher = plan.get(cell.name, {}).get("teacher_milestones", "-")
-        print(f"{cell.name:60s} CPU {CPUS_PER_TRIAL} GPU {GPU_SHARE[cell.config.model]} (on a GPU cluster) "
-              f"teacher milestones {teacher}")
+        job = jobs.get(cell.teacher_key)
+        teacher = f"teacher {job.key[:6]} epoch {cell.config.teacher_epochs}" if job else "no teacher"
+        gpu = MODELS[cell.config.model].gpu_share
+        lines.append(f"{cell.name:{width}s}  key {cell.key}  CPU {CPUS_PER_TRIAL}, GPU {gpu} on a GPU cluster  {teacher}")
     reuse, without = teacher_epochs(cells)
-    print(f"{len(cells)} cells, {len(plan)} with a teacher; teacher epochs: {reuse} with reuse, {without} without")
-    return 0
-
-
-def teacher_epochs(cells: Sequence[Cell]) -> tuple[int, int]:
-    """Teacher epochs the grid costs when each teacher is trained once to its largest milestone,
-    and when every cell trains its own."""
-    groups = teacher_groups(cells).values()
-    return (sum(max(c.config.teacher_epochs for c in members) for members in groups),
-            sum(c.config.teacher_epochs for members in groups for c in members))
-
-
-def environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith("RAYDISTILL_")}
+    lines.append(f"{len(cells)} cells, {sum(c.teacher_key is not None for c in cells)} with a teacher, {len(jobs)} "
+                 f"teachers; teacher epochs: {reuse:,} with reuse, {without:,} without")
+    return lines

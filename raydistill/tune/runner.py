@@ -1,81 +1,288 @@
-"""Run validated cells as a Ray Tune experiment, or resume it where it stopped."""
+"""Run a sweep: every check before anything is created, then the cells as Ray Tune trials, and an
+outcome that says what finished, what failed and what is still to do.
+
+MLflow is the ledger: a cell with a FINISHED run (same key) is never run again, a teacher keeps
+its snapshots and checkpoint, so running the same command after any interruption (Ctrl-C, a
+crash, kill -9) continues where the sweep stopped. Only one driver runs a sweep at a time (a lock
+on results folder + name). The first Ctrl-C stops the trials gracefully and ends the sweep as
+interrupted; a second one stops at once.
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
-from collections.abc import Sequence
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
-import ray
-from ray import tune
+from ray.tune.stopper import Stopper
 
 from raydistill import tracking
-from raydistill.data import Dataset
-from raydistill.tune.grid import Cell, environment, git_commit, resources, teacher_plan
-from raydistill.tune.teachers import start_coordinator
-from raydistill.tune.trainable import run_cell
+from raydistill.config import ConfigError
+from raydistill.locks import FileLock
+from raydistill.tune.grid import Cell, Grid, TeacherJob, describe, expand, load_and_check, resources, teacher_jobs
+from raydistill.tune.options import SweepOptions
 
 log = logging.getLogger(__name__)
+Console = Callable[[str], None]
 
 
-def run_cells(name: str, cells: Sequence[Cell], datasets: dict[str, Dataset], *, uri: str, results: Path,
-              args: argparse.Namespace) -> int:
-    """Fit (or restore and finish) the Tune experiment `name`; one MLflow child run per cell."""
-    experiment_dir = results / "ray_results" / name
-    signature = [cell.name for cell in cells]
-    resuming = tune.Tuner.can_restore(str(experiment_dir))
-    if resuming:
-        saved = json.loads((experiment_dir / "cells.json").read_text())
-        if saved != signature:
-            print(f"{Path(sys.argv[0]).name}: error: sweep {name!r} in {experiment_dir} was started with other cells; "
-                  "resume it with the same options, or pick a new --name", file=sys.stderr)
-            return 2
-    experiment_id = tracking.ensure_experiment(uri, name, results / "mlartifacts")
-    sweep_run = tracking.sweep_run(uri, experiment_id, name, {"cells": len(cells), "seeds": args.seeds,
-                                                             "grid": json.dumps(signature)})
-    ray.init(address=args.address, include_dashboard=False, runtime_env={"env_vars": environment()},
-             **({} if args.address else {"num_cpus": os.cpu_count()}))
+@dataclass
+class SweepOutcome:
+    name: str
+    uri: str
+    cells: list[Cell]
+    finished: list[str] = field(default_factory=list)  # names, including those finished earlier
+    reused: list[str] = field(default_factory=list)  # finished before this run started
+    failed: dict[str, str] = field(default_factory=dict)  # name -> error
+    unfinished: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    sweep_run_id: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return len(self.finished) == len(self.cells)
+
+
+def plan(grid: Grid, options: SweepOptions) -> list[Cell]:
+    """The sweep's cells, validated (one per key, in grid order, seed by seed)."""
+    options.validate()
+    overrides = {**options.fixed, "data_root": str(Path(options.data_root).expanduser().resolve()),
+                 "download": options.download}
+    cells: dict[str, Cell] = {}
+    for seed in options.seeds:
+        for cell in expand(grid, seed=seed, **overrides):
+            cells.setdefault(cell.key, cell)
+    names = [c.name for c in cells.values()]
+    if len(set(names)) != len(names):  # seeds expanded separately: name them together
+        from raydistill.tune.grid import display_names
+
+        new = display_names([c.config for c in cells.values()])
+        return [Cell(c.key, n, c.config) for c, n in zip(cells.values(), new, strict=True)]
+    return list(cells.values())
+
+
+def dry_run(grid: Grid, options: SweepOptions) -> list[str]:
+    return describe(plan(grid, options))
+
+
+def check_results_dir(results: Path) -> None:
+    """The results folder exists (or can be made) and takes files, before anything is computed."""
     try:
-        coordinator = f"teachers-{name}"
-        keeper = start_coordinator(coordinator)  # noqa: F841 (owned by the driver: alive while it runs)
+        results.mkdir(parents=True, exist_ok=True)
+        probe = results / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"results folder {results} is not usable ({err.strerror or err}); pick another --results") from None
+
+
+def check_address(address: str | None, timeout: float = 5.0) -> None:
+    """A Ray cluster answers at `address` (host:port, or 'auto' for the latest local `ray start`)
+    within a few seconds; ray.init would otherwise retry for minutes."""
+    if address is None or address == "local":
+        return
+    target = address
+    if address == "auto":
+        from ray._private.services import find_bootstrap_address
+
+        target = find_bootstrap_address(None) or os.environ.get("RAY_ADDRESS")
+        if not target:
+            raise ConfigError("--address auto: no running Ray cluster was found on this machine (start one with "
+                              "`ray start --head`, or give its address host:port)")
+    host, _, port = target.split("://")[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address {address!r} is not host:port (e.g. 10.0.0.5:6379) or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConfigError(f"no Ray cluster answers at {target} ({err.strerror or err}); check --address") from None
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def worker_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(("RAYDISTILL_", "MLFLOW_"))}
+
+
+class Interrupt:
+    """The first SIGINT asks the sweep to stop (trials are stopped, the outcome is written); the
+    second one raises KeyboardInterrupt as usual. A Tune Stopper reads the flag."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._previous = None
+
+    def __enter__(self) -> "Interrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.event.set()
+        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    @property
+    def set(self) -> bool:
+        return self.event.is_set()
+
+
+def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None,
+              release_on: str = "milestone") -> SweepOutcome:
+    """Check everything, then run (or continue) the sweep. Raises ConfigError on bad input before
+    anything is created; otherwise returns the outcome (complete, failed or interrupted)."""
+    cells = plan(grid, options)
+    name = options.name or grid.name
+    results = options.results.expanduser().resolve()
+    check_results_dir(results)
+    with FileLock(results / ".locks" / f"{name}.lock", f"sweep {name!r} in {results}"), Interrupt() as stop:
+        uri = options.tracking_uri or tracking.local_store(results)
+        from raydistill.tracking_server import verify_tracking
+
+        verify_tracking(uri)
+        tracking.init_store(uri)
+        check_address(options.address)
+        datasets = load_and_check(cells)
+        experiment_id = tracking.ensure_experiment(uri, name, results / "mlartifacts")
+        outcome = SweepOutcome(name, uri, cells)
+        finished = tracking.finished_cells(uri, experiment_id)
+        outcome.reused = [c.name for c in cells if c.key in finished]
+        todo = [c for c in cells if c.key not in finished]
+        outcome.sweep_run_id = tracking.sweep_run(uri, experiment_id, name, {
+            "cells": len(cells), "seeds": list(options.seeds), "grid": json.dumps([c.name for c in cells])})
+        try:
+            if todo and not stop.set:
+                _tune(name, todo, datasets, uri, experiment_id, outcome.sweep_run_id, results, options, stop,
+                      console, release_on)
+        finally:
+            outcome.interrupted = stop.set
+            _settle(outcome, experiment_id)
+    return outcome
+
+
+def _tune(name: str, todo: Sequence[Cell], datasets: dict, uri: str, experiment_id: str, sweep_run_id: str,
+          results: Path, options: SweepOptions, stop: Interrupt, console: Console | None, release_on: str) -> None:
+    import ray
+    from ray import tune
+
+    from raydistill.tune.scheduler import CellReleaser
+    from raydistill.tune.status import StatusLog
+    from raydistill.tune.trainable import run_job
+
+    held = tracking.teachers(uri, experiment_id)
+    jobs = teacher_jobs(todo)
+    done = {key: held.get(key, ("", set()))[1] for key in jobs}
+    ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": worker_environment()},
+             **({} if options.address else {"num_cpus": os.cpu_count()}))
+    try:
         gpus = ray.cluster_resources().get("GPU", 0) > 0
-        plan = teacher_plan(cells)
-        ctx = {"tracking_uri": uri, "experiment_id": experiment_id, "sweep_run_id": sweep_run,
-               "results_dir": str(results), "coordinator": coordinator, "git_commit": git_commit()}
-        trainable = tune.with_resources(
-            tune.with_parameters(run_cell, datasets=datasets),
-            lambda config: tune.PlacementGroupFactory([config["cell"]["resources"]]))
-        if resuming:
-            log.info("resuming sweep %s from %s", name, experiment_dir)
-            tuner = tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True, restart_errored=True)
-        else:
-            space = [{"name": c.name, "trial": c.config.to_dict(), "data_key": c.data_key,
-                      "resources": resources(c.config, gpus),
-                      **plan.get(c.name, {"teacher_milestones": [], "teacher_grad_l1": False})} for c in cells]
-            tuner = tune.Tuner(
-                trainable,
-                param_space={"cell": tune.grid_search(space), "ctx": ctx},
-                tune_config=tune.TuneConfig(max_concurrent_trials=args.max_concurrent,
-                                            trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
-                run_config=tune.RunConfig(name=name, storage_path=str(results / "ray_results"),
-                                          failure_config=tune.FailureConfig(max_failures=args.max_failures)),
-            )
-            experiment_dir.mkdir(parents=True, exist_ok=True)
-            (experiment_dir / "cells.json").write_text(json.dumps(signature))
+        ctx = {"tracking_uri": uri, "experiment_id": experiment_id, "sweep": name, "sweep_run_id": sweep_run_id,
+               "results_dir": str(results), "git_commit": git_commit()}
+        teacher_configs = [(job, _teacher_config(job, gpus, done[job.key])) for job in jobs.values()
+                           if set(job.milestones) - done[job.key]]
+        searcher = CellReleaser(teacher_configs, [(c, _cell_config(c, gpus)) for c in todo], done, release_on)
+        trainable = tune.with_resources(tune.with_parameters(run_job, datasets=datasets),
+                                        lambda config: tune.PlacementGroupFactory([config["job"]["resources"]]))
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        status = StatusLog(console, total=searcher.total)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"ctx": ctx},
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=searcher.total,
+                                        max_concurrent_trials=options.max_concurrent,
+                                        trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+            run_config=tune.RunConfig(name=f"{name}-{stamp}", storage_path=str(results / "ray_results"),
+                                      failure_config=tune.FailureConfig(max_failures=options.max_failures),
+                                      stop=_StopAll(stop), verbose=0, callbacks=[status]),
+        )
         grid = tuner.fit()
+        errors = {r.config["job"]["key"]: _first_line(r.error) for r in grid if r.error is not None}
+        for key, names in searcher.dropped.items():
+            error = errors.get(key, "its trial ended before this milestone")
+            for cell in (c for c in todo if c.name in names):
+                tracking.record_failed_cell(uri, experiment_id, cell.name, _failed_tags(cell, name, sweep_run_id),
+                                            cell.config.to_dict(), f"teacher {jobs[key].name} failed: {error}")
     finally:
         ray.shutdown()
-    failed = [r.config["cell"]["name"] for r in grid if r.error is not None]
-    tracking.end_run(uri, sweep_run, "FAILED" if failed else "FINISHED")
-    print(f"\n{len(cells) - len(failed)}/{len(cells)} cells finished; MLflow experiment {name!r} at {uri}")
-    if failed:
-        print(f"failed cells: {', '.join(failed)}", file=sys.stderr)
-    return 1 if failed else 0
+
+
+class _StopAll(Stopper):
+    """A Tune stopper that ends the whole experiment once the sweep is interrupted."""
+
+    def __init__(self, stop: Interrupt):
+        self.stop = stop
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return self.stop.set
+
+    def stop_all(self) -> bool:
+        return self.stop.set
+
+
+def _teacher_config(job: TeacherJob, gpus: bool, done: set[int]) -> dict:
+    return {"job": {"kind": "teacher", "key": job.key, "name": job.name, "trial": job.config.to_dict(),
+                    "milestones": sorted(set(job.milestones) - done), "per_image_norms": job.per_image_norms,
+                    "data_key": f"{job.config.dataset}|{job.config.resize}",
+                    "resources": resources(job.config, gpus)}}
+
+
+def _cell_config(cell: Cell, gpus: bool) -> dict:
+    return {"job": {"kind": "cell", "key": cell.key, "name": cell.name, "trial": cell.config.to_dict(),
+                    "teacher": cell.teacher_key, "data_key": cell.data_key, "resources": resources(cell.config, gpus)}}
+
+
+def _failed_tags(cell: Cell, sweep: str, sweep_run_id: str) -> dict[str, str]:
+    return {tracking.ROLE: "cell", tracking.CELL: cell.name, tracking.CELL_KEY: cell.key, tracking.SWEEP: sweep,
+            tracking.SWEEP_RUN: sweep_run_id, tracking.HYPOTHESIS: cell.config.hypothesis,
+            tracking.FORENSICS: str(cell.config.is_forensics).lower()}
 
 
 def _trial_name(trial) -> str:
-    return trial.config["cell"]["name"]
+    return trial.config["job"]["name"]
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def _settle(outcome: SweepOutcome, experiment_id: str) -> None:
+    """After the trials: no run is left RUNNING, the outcome comes from the ledger, and the sweep
+    run ends FINISHED, FAILED or KILLED accordingly."""
+    uri = outcome.uri
+    tracking.close_running(uri, experiment_id, "KILLED" if outcome.interrupted else "FAILED")
+    latest = {}
+    for run in tracking.cell_runs(uri, experiment_id):
+        latest[run.data.tags.get(tracking.CELL_KEY)] = run  # oldest first: the newest wins, FINISHED kept
+    finished = tracking.finished_cells(uri, experiment_id)
+    for cell in outcome.cells:
+        if cell.key in finished:
+            outcome.finished.append(cell.name)
+        elif cell.key in latest and latest[cell.key].info.status == "FAILED":
+            outcome.failed[cell.name] = latest[cell.key].data.tags.get(tracking.ERROR, "failed (no error recorded)")
+        else:
+            outcome.unfinished.append(cell.name)
+    status = "FINISHED" if outcome.complete else "KILLED" if outcome.interrupted else "FAILED"
+    if outcome.sweep_run_id is not None:
+        tracking.end_run(uri, outcome.sweep_run_id, status)
+    log.info("sweep %s: %d finished, %d failed, %d unfinished", outcome.name, len(outcome.finished),
+             len(outcome.failed), len(outcome.unfinished))

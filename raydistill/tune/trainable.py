@@ -1,11 +1,14 @@
-"""One grid cell as a Ray Tune function trainable: the core pipeline plus MLflow tracking."""
+"""One sweep trial as a Ray Tune function trainable: a teacher job, or one grid cell (the core
+pipeline plus its MLflow run)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
+import ray
 from ray import tune
 from ray.air.integrations.mlflow import setup_mlflow
 
@@ -13,38 +16,83 @@ from raydistill import artifacts, tracking
 from raydistill.config import TrialConfig
 from raydistill.data import Dataset, dataset_label
 from raydistill.pipeline import TrialResult, positive_index, run_trial
-from raydistill.tune.teachers import get_teacher
+from raydistill.tune.grid import TeacherJob
+from raydistill.tune.teachers import train_and_log
 
 SCALARS = ("accuracy", "sensitivity", "specificity", "auc", "teacher_accuracy", "accuracy_std")
 FAULT_ENV = "RAYDISTILL_INJECT_FAULT"
+REPORT_SECONDS_ENV = "RAYDISTILL_REPORT_SECONDS"  # the least time between two per-epoch Tune reports
 
 
-def run_cell(config: dict, datasets: dict[str, Dataset]) -> None:
-    """Run config["cell"] unless an earlier attempt already finished it; report its metrics."""
-    cell, ctx = config["cell"], config["ctx"]
+def run_job(config: dict, datasets: dict[str, Dataset]) -> None:
+    job, ctx = config["job"], config["ctx"]
+    _maybe_fail(job["name"], Path(ctx["results_dir"]))
+    if job["kind"] == "teacher":
+        teacher = TeacherJob(job["key"], TrialConfig(**job["trial"]), tuple(job["milestones"]), job["per_image_norms"])
+        train_and_log(teacher, datasets[job["data_key"]], uri=ctx["tracking_uri"], experiment_id=ctx["experiment_id"],
+                      report=Reporter())
+    else:
+        run_cell(job, ctx, datasets[job["data_key"]])
+
+
+class Reporter:
+    """tune.report for per-epoch figures, at most every REPORT_SECONDS_ENV seconds (default 1);
+    results that carry a milestone or a final metric always go out."""
+
+    def __init__(self) -> None:
+        self.every = float(os.environ.get(REPORT_SECONDS_ENV, "1"))
+        self.last = 0.0
+
+    def __call__(self, values: dict, always: bool = False) -> None:
+        now = time.monotonic()
+        if always or "milestone" in values or now - self.last >= self.every:
+            tune.report(values)
+            self.last = now
+
+
+def cell_tags(cell: dict, ctx: dict, cfg: TrialConfig) -> dict[str, str]:
+    return {tracking.ROLE: "cell", tracking.CELL: cell["name"], tracking.CELL_KEY: cell["key"],
+            tracking.SWEEP: ctx["sweep"], tracking.SWEEP_RUN: ctx["sweep_run_id"], "git_commit": ctx["git_commit"],
+            tracking.HYPOTHESIS: cfg.hypothesis, tracking.FORENSICS: str(cfg.is_forensics).lower()}
+
+
+def cell_params(cell: dict, cfg: TrialConfig) -> dict:
+    return {**cfg.to_dict(), "dataset_label": dataset_label(cfg.dataset), "cell": cell["name"]}
+
+
+def run_cell(cell: dict, ctx: dict, data: Dataset) -> None:
+    """Run one cell in a fresh MLflow run (earlier unfinished attempts are dropped)."""
     cfg = TrialConfig(**cell["trial"])
     uri, experiment_id = ctx["tracking_uri"], ctx["experiment_id"]
-    done = tracking.finished_cell(uri, experiment_id, cell["name"])
-    if done is not None:  # finished just before the driver died, before Tune saved its state
-        tune.report({k: v for k, v in done.data.metrics.items() if k in SCALARS} | {"reused_run": 1})
-        return
-    tracking.drop_unfinished_cell_runs(uri, experiment_id, cell["name"])
-    params = {**cfg.to_dict(), "dataset_label": dataset_label(cfg.dataset), "cell": cell["name"]}
-    mlf = setup_mlflow(params, tracking_uri=uri, experiment_id=experiment_id, run_name=cell["name"], tags={
-        tracking.ROLE: "cell", tracking.CELL: cell["name"], "mlflow.parentRunId": ctx["sweep_run_id"],
-        "git_commit": ctx["git_commit"], "ray_trial_id": tune.get_context().get_trial_id()})
+    tracking.drop_unfinished_cell_runs(uri, experiment_id, cell["key"])
+    tags = cell_tags(cell, ctx, cfg) | {"ray_trial_id": tune.get_context().get_trial_id(),
+                                       "ray_node_id": ray.get_runtime_context().get_node_id()}
+    mlf = setup_mlflow(cell_params(cell, cfg), tracking_uri=uri, experiment_id=experiment_id, run_name=cell["name"],
+                       tags=tags)
+    history = tracking.MetricLog(uri, mlf.active_run().info.run_id)
+    report = Reporter()
+
+    def progress(phase: str, epoch: int, epochs: int, values: dict[str, float]) -> None:
+        history.log({f"{phase}_{k}": v for k, v in values.items()}, epoch)
+        report({"phase": phase, "epoch": epoch, "epochs": epochs, **values})
+
+    teacher = None
+    if cell["teacher"] is not None:
+        def teacher(data, pool):
+            run_id = tracking.teacher_holding(uri, experiment_id, cell["teacher"], cfg.teacher_epochs)
+            return tracking.load_snapshot(uri, run_id, cfg.teacher_epochs)
     try:
-        _maybe_fail(cell["name"], Path(ctx["results_dir"]))
-        teacher = lambda data, tensors: get_teacher(  # noqa: E731
-            cfg, data, tensors, milestones=cell["teacher_milestones"], with_grad_l1=cell["teacher_grad_l1"], uri=uri,
-            experiment_id=experiment_id, coordinator=ctx["coordinator"], owner=tune.get_context().get_trial_id())
-        result = run_trial(cfg, datasets[cell["data_key"]], teacher=teacher)
+        result = run_trial(cfg, data, teacher=teacher, progress=progress)
+        history.flush()
         _log(mlf, result, positive_index(cfg, result.classes))
-    except BaseException:
+    except BaseException as err:
+        history.flush()
+        mlf.set_tag(tracking.ERROR, f"{type(err).__name__}: {err}"[:5000])
         mlf.end_run("FAILED")
         raise
     mlf.end_run("FINISHED")
-    tune.report({k: result.metrics[k] for k in SCALARS if k in result.metrics} | {"time_total_s": result.timings["total"]})
+    report({k: result.metrics[k] for k in SCALARS if k in result.metrics} | {"time_total_s": result.timings["total"],
+                                                                            "done_cell": 1}, always=True)
 
 
 def _log(mlf, result: TrialResult, positive: int) -> None:
@@ -57,16 +105,16 @@ def _log(mlf, result: TrialResult, positive: int) -> None:
         mlf.log_artifacts(tmp)
 
 
-def _maybe_fail(cell: str, results_dir: Path) -> None:
-    """Fault injection for tests: FAULT_ENV is a comma-separated list of CELL_SUBSTRING (fail every
-    attempt) or CELL_SUBSTRING:N (fail the first N attempts); attempts are counted on disk."""
+def _maybe_fail(name: str, results_dir: Path) -> None:
+    """Fault injection for tests: FAULT_ENV is a comma-separated list of NAME_SUBSTRING (fail every
+    attempt) or NAME_SUBSTRING:N (fail the first N attempts); attempts are counted on disk."""
     for spec in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
         pattern, _, times = spec.partition(":")
-        if pattern not in cell:
+        if pattern not in name:
             continue
-        counter = results_dir / "faults" / cell
+        counter = results_dir / "faults" / name
         counter.parent.mkdir(parents=True, exist_ok=True)
         attempts = int(counter.read_text()) + 1 if counter.exists() else 1
         counter.write_text(str(attempts))
         if not times or attempts <= int(times):
-            raise RuntimeError(f"injected fault in cell {cell} (attempt {attempts}, {FAULT_ENV}={spec})")
+            raise RuntimeError(f"injected fault in {name} (attempt {attempts}, {FAULT_ENV}={spec})")
