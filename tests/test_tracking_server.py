@@ -1,0 +1,200 @@
+"""The tracking server started the one supported way (`python -m raydistill.tracking_server`), runs and
+artifacts over HTTP, and verify_tracking's one-line errors for every way a tracking URI can be wrong.
+
+Servers listen on free loopback ports under tmp_path and are always stopped; waits are generous
+because the suite shares two cores."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+from raydistill.config import ConfigError
+from raydistill.tracking_server import PROBE_EXPERIMENT, TrackingServer, start_server, verify_tracking
+
+HEALTH_TIMEOUT = 180.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_health(uri: str, process: subprocess.Popen, timeout: float = HEALTH_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"server exited with {process.returncode}"
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.25)
+    raise AssertionError(f"{uri}/health did not answer within {timeout} s")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`python -m raydistill.tracking_server` in its own session, as a terminal would run it."""
+    root, port = tmp_path_factory.mktemp("mlflow"), free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "raydistill.tracking_server", "--host", "127.0.0.1", "--port", str(port),
+         "--root", str(root), "--workers", "1", "--timeout", str(HEALTH_TIMEOUT)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    server = TrackingServer(f"http://127.0.0.1:{port}", root, process)
+    try:
+        wait_health(server.uri, process)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                server.stop()
+
+
+def test_run_with_artifact_over_http(server, tmp_path):
+    client = MlflowClient(server.uri)
+    experiment_id = client.create_experiment("http-roundtrip")
+    run = client.create_run(experiment_id)
+    source = tmp_path / "note.txt"
+    source.write_text("distilled")
+    client.log_artifact(run.info.run_id, str(source))
+    client.set_terminated(run.info.run_id)
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+    back = client.download_artifacts(run.info.run_id, "note.txt", str(tmp_path / "back"))
+    assert Path(back).read_text() == "distilled"
+    # Stored by the server under its root, not by the client.
+    assert [p.read_text() for p in (server.root / "artifacts").rglob("note.txt")] == ["distilled"]
+    assert (server.root / "mlflow.db").is_file()
+
+
+def test_verify_passes_and_leaves_no_probe_run(server):
+    verify_tracking(server.uri)
+    verify_tracking(server.uri + "/")
+    client = MlflowClient(server.uri)
+    probe = client.get_experiment_by_name(PROBE_EXPERIMENT)
+    assert client.search_runs([probe.experiment_id], run_view_type=ViewType.ACTIVE_ONLY) == []
+    assert len(client.search_runs([probe.experiment_id], run_view_type=ViewType.DELETED_ONLY)) == 2
+
+
+def test_second_server_on_a_busy_port_fails_at_once(server, tmp_path):
+    port = int(server.uri.rsplit(":", 1)[1])
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="already in use"):
+        start_server(tmp_path, port=port)
+    assert time.monotonic() - started < 5
+
+
+def test_host_name_not_allowed_is_named(server):
+    name = socket.gethostname()
+    try:
+        if socket.gethostbyname(name) != "127.0.0.1" or name == "localhost":
+            pytest.skip("this machine's name does not resolve to 127.0.0.1")
+    except OSError:
+        pytest.skip("this machine's name does not resolve")
+    with pytest.raises(ConfigError, match="allowed-hosts"):
+        verify_tracking(server.uri.replace("127.0.0.1", name))
+
+
+def one_line_error(uri: str, timeout: float = 5.0) -> tuple[str, float]:
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        verify_tracking(uri, timeout=timeout)
+    message = str(info.value)
+    assert "\n" not in message
+    return message, time.monotonic() - started
+
+
+def test_closed_port_fails_fast():
+    message, seconds = one_line_error(f"http://127.0.0.1:{free_port()}")
+    assert "no MLflow server answers" in message and seconds < 3
+
+
+def test_silent_listener_is_bounded_by_the_timeout():
+    with socket.socket() as sock:  # accepts connections (kernel backlog) but never answers
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        message, seconds = one_line_error(f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=1.0)
+    assert "no MLflow server answers" in message and seconds < 5
+
+
+def test_plain_http_server_is_not_mlflow(tmp_path):
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                                "--directory", str(tmp_path)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not port_open(port):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        message, _ = one_line_error(f"http://127.0.0.1:{port}")
+    finally:
+        process.kill()
+        process.wait()
+    assert "is not an MLflow tracking server" in message and "404" in message
+
+
+def test_server_without_artifact_serving_is_refused(tmp_path):
+    """`mlflow server --no-serve-artifacts` would let each client write artifacts to its own disk."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'm.db'}",
+         "--no-serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=tmp_path, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    with TrackingServer(f"http://127.0.0.1:{port}", tmp_path, process) as bad:
+        wait_health(bad.uri, process)
+        message, _ = one_line_error(bad.uri)
+    assert "does not serve artifacts" in message
+
+
+@pytest.mark.parametrize("uri", ["localhost:5000", "http//127.0.0.1:5000", "http://:5000", "http://h:port",
+                                 "ftp://127.0.0.1/x", "sqlite://", "sqlite:///:memory:", ""])
+def test_malformed_uri(uri):
+    message, _ = one_line_error(uri)
+    assert "malformed tracking URI" in message
+
+
+def test_sqlite_in_missing_folder_creates_nothing(tmp_path):
+    db = tmp_path / "typo" / "mlflow.db"
+    message, _ = one_line_error(f"sqlite:///{db}")
+    assert "does not exist" in message
+    assert not db.parent.exists()
+
+
+def test_sqlite_checks_create_nothing(tmp_path):
+    db = tmp_path / "mlflow.db"
+    verify_tracking(f"sqlite:///{db}")
+    assert not db.exists()
+    db.write_text("not a database")
+    message, _ = one_line_error(f"sqlite:///{db}")
+    assert "not an SQLite database" in message
+
+
+def test_ctrl_c_stops_the_server_and_its_workers(server):
+    """Last: stops the module's server the way Ctrl-C in its terminal would."""
+    port = int(server.uri.rsplit(":", 1)[1])
+    server.process.send_signal(signal.SIGINT)
+    out, _ = server.process.communicate(timeout=60)
+    assert server.process.returncode == 0, out
+    assert "MLflow tracking server at" in out and "stopping" in out
+    assert not port_open(port)
