@@ -21,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from sklearn.model_selection import train_test_split
 
 from raydistill.config import FOLDER_PREFIX, ConfigError, is_folder
+from raydistill.registry import DATASETS
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,28 @@ IDX_SPLITS = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
               False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 IDX_FILES = IDX_SPLITS[True] + IDX_SPLITS[False]
 IDX_TYPES = {0x08: "uint8", 0x09: "int8", 0x0B: "int16", 0x0C: "int32", 0x0D: "float32", 0x0E: "float64"}
-EXPECTED_FILES = {
-    "mnist": ("MNIST/raw", IDX_FILES),
-    "fashion-mnist": ("FashionMNIST/raw", IDX_FILES),
-    "cifar10": ("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")),
-    "cifar100": ("cifar-100-python", ("train", "test", "meta")),
-}
+
+
+@dataclass(frozen=True)
+class TorchvisionSet:
+    """A torchvision dataset read from its files under the data root (never downloaded unless asked)."""
+
+    folder: str  # below the data root
+    files: tuple[str, ...]  # all must be there
+    loader: str  # the torchvision.datasets class
+
+
+DATASETS.add("mnist", "MNIST digits, 60,000 + 10,000 28x28 grey images (torchvision files)",
+             TorchvisionSet("MNIST/raw", IDX_FILES, "MNIST"))
+DATASETS.add("fashion-mnist", "Fashion-MNIST clothing, 60,000 + 10,000 28x28 grey images (torchvision files)",
+             TorchvisionSet("FashionMNIST/raw", IDX_FILES, "FashionMNIST"))
+DATASETS.add("cifar10", "CIFAR-10, 50,000 + 10,000 32x32 colour images (torchvision files)",
+             TorchvisionSet("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",
+                            "batches.meta"), "CIFAR10"))
+DATASETS.add("cifar100", "CIFAR-100, 50,000 + 10,000 32x32 colour images, 100 classes (torchvision files)",
+             TorchvisionSet("cifar-100-python", ("train", "test", "meta"), "CIFAR100"))
+DATASETS.add(f"{FOLDER_PREFIX}PATH", "any class-per-folder image set: PATH/train/<class>/* and PATH/test/<class>/* "
+             "(e.g. OCID; --resize N)", None)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 
@@ -163,10 +180,8 @@ def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, .
 def _load_torchvision(name: str, root: Path, download: bool, resize: int | None) -> tuple[Split, Split, list[str]]:
     from torchvision import datasets
 
-    folder, files = EXPECTED_FILES[name]
-    place = root / folder
-    cls = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST,
-           "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    spec: TorchvisionSet = DATASETS[name].obj
+    files, place, cls = spec.files, root / spec.folder, getattr(datasets, spec.loader)
     missing = [f for f in files if not (place / f).is_file()]
     if missing and not download:
         raise ConfigError(

@@ -19,7 +19,7 @@ from raydistill.config import TrialConfig
 from raydistill.data import Dataset, DeviceData
 from raydistill.distill import modifiers
 from raydistill.distill.cluster import resolve_backend
-from raydistill.protocols import Progress, StudentData
+from raydistill.protocols import Progress, StudentData, speed_options
 from raydistill.registry import METHODS, PROTOCOLS
 from raydistill.teacher import TeacherSnapshot, train_teacher
 from raydistill.train import as_unit
@@ -166,7 +166,8 @@ def train_here(cfg: TrialConfig, progress: Progress | None = None) -> TeacherPro
                 progress("teacher", epoch, cfg.teacher_epochs, {"train_loss": stats.loss, "train_accuracy": stats.accuracy})
 
         (snap,) = train_teacher(cfg.model, data, pool, [cfg.teacher_epochs], seed=cfg.seed, lr=cfg.lr,
-                                batch_size=cfg.batch_size, normalize=cfg.pixel_scale == "unit", on_epoch=on_epoch)
+                                batch_size=cfg.batch_size, normalize=cfg.pixel_scale == "unit", on_epoch=on_epoch,
+                                speed=speed_options(cfg))
         return snap
 
     return provide

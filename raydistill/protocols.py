@@ -34,7 +34,7 @@ from raydistill.config import TrialConfig, eval_epochs
 from raydistill.data import Dataset, DeviceData
 from raydistill.metrics import classification_metrics
 from raydistill.registry import PROTOCOLS
-from raydistill.train import fit, predict_proba
+from raydistill.train import SpeedOptions, fit, predict_proba
 
 STUDENT_SEED_OFFSET = 1_000_003  # the student's init and batch order differ from the teacher's
 DC_LR = 0.01
@@ -66,6 +66,10 @@ class StudentData:
     teacher_state: dict[str, torch.Tensor] | None = None  # the teacher's weights (student_init=teacher)
 
 
+def speed_options(cfg: TrialConfig) -> SpeedOptions:
+    return SpeedOptions(cfg.compile, cfg.precision, cfg.channels_last)
+
+
 class Scorer:
     """An epoch callback that scores the model at the chosen epochs on the test split and on the
     set it trains on, keeps the curves, and remembers the best test epoch (epoch_pick=best-test)."""
@@ -82,9 +86,11 @@ class Scorer:
         values = {"train_loss": stats.loss, "train_accuracy": stats.accuracy}
         if epoch in self.at:
             s = self.student
-            test = predict_proba(model, s.tensors.x_test).numpy()
+            speed = speed_options(self.cfg)
+            test = predict_proba(model, s.tensors.x_test, speed=speed).numpy()
             values["test_accuracy"] = float((test.argmax(1) == s.tensors.y_test.cpu().numpy()).mean())
-            values["fit_accuracy"] = _accuracy(model, s.images, s.labels)
+            values["fit_accuracy"] = float((predict_proba(model, s.images, speed=speed).argmax(1) == s.labels.cpu())
+                                           .float().mean())
             self.last_test = test
             if self.best is None or values["test_accuracy"] > self.best[0]:
                 self.best = (values["test_accuracy"], test)
@@ -102,13 +108,9 @@ class Scorer:
             proba, labels = self.last_test, s.tensors.y_test
         else:
             x, labels = (s.tensors.x_train, s.tensors.y_train) if cfg.score_on == "train" else (s.images, s.labels)
-            proba = predict_proba(model, x).numpy()
+            proba = predict_proba(model, x, speed=speed_options(cfg)).numpy()
         y_true = labels.cpu().numpy()
         return Evaluation(classification_metrics(y_true, proba, s.positive), proba, y_true, self.curves)
-
-
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return float((predict_proba(model, x).argmax(1) == y.cpu()).float().mean())
 
 
 def build_student(cfg: TrialConfig, data: Dataset, name: str, seed: int, device: torch.device) -> nn.Module:
@@ -126,7 +128,7 @@ def evaluate_paper(cfg: TrialConfig, data: Dataset, student: StudentData, progre
         model.load_state_dict(student.teacher_state)
     scorer = Scorer(cfg, student, cfg.student_epochs, "student", progress)
     fit(model, student.images, student.labels, cfg.student_epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=seed,
-        on_epoch=scorer)
+        on_epoch=scorer, speed=speed_options(cfg))
     return scorer.evaluation(model)
 
 

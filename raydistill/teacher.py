@@ -18,7 +18,7 @@ from torch import nn
 from raydistill import models
 from raydistill.data import Dataset, DeviceData
 from raydistill.distill.modifiers import per_sample_grad_l1
-from raydistill.train import EpochStats, fit, predict_proba
+from raydistill.train import EpochStats, SpeedOptions, fit, predict_proba
 
 CHECKPOINT_SECONDS = 600.0  # a checkpoint at least this often between milestones
 
@@ -74,6 +74,7 @@ def train_teacher(
     resume: TeacherCheckpoint | None = None,
     on_checkpoint: Callable[[TeacherCheckpoint], None] | None = None,
     on_epoch: Callable[[int, EpochStats], None] | None = None,
+    speed: SpeedOptions | None = None,
 ) -> list[TeacherSnapshot]:
     """Train to max(milestones) (from `resume` when given), snapshotting at each milestone past the
     resumed epoch (with the per-image gradient norms when `with_grad_l1`). `on_snapshot` sees each
@@ -103,7 +104,7 @@ def train_teacher(
         if on_epoch is not None:
             on_epoch(epoch, stats)
         if epoch in wanted:
-            proba = predict_proba(net, tensors.x_test)
+            proba = predict_proba(net, tensors.x_test, speed=speed)
             accuracy = float((proba.argmax(1) == tensors.y_test.cpu()).float().mean())
             snap = TeacherSnapshot(epoch, _cpu(net.state_dict()), stats.last_step_l1, accuracy, clock["train"])
             if with_grad_l1:
@@ -119,5 +120,5 @@ def train_teacher(
         clock["start"] = time.perf_counter()
 
     fit(model, tensors.x_train, tensors.y_train, max(wanted), batch_size=batch_size, seed=seed, optimizer=optimizer,
-        start_epoch=start, on_epoch=after_epoch)
+        start_epoch=start, on_epoch=after_epoch, speed=speed)
     return snapshots

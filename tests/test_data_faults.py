@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from raydistill import data as data_lib
+from raydistill.registry import DATASETS
 from raydistill.config import ConfigError
 
 from conftest import make_folder_set, make_mnist_like, write_idx
@@ -208,7 +209,8 @@ def test_label_out_of_range(tmp_path):
 # --- CIFAR and downloads -------------------------------------------------------------------------
 
 def test_corrupt_cifar_file_is_named(tmp_path):
-    folder, files = data_lib.EXPECTED_FILES["cifar10"]
+    spec = DATASETS["cifar10"].obj
+    folder, files = spec.folder, spec.files
     for name in files:
         (tmp_path / folder).mkdir(exist_ok=True)
         (tmp_path / folder / name).write_bytes(b"\x80\x04 not the original pickle")

@@ -11,13 +11,9 @@ from raydistill.errors import ConfigError
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("tables", help="write the comparison tables, plots and HTML report of a sweep",
-                       description="Read a sweep's finished cell runs from MLflow and write the paper's Tables 1-5, "
-                       "the ablation and forensics tables, plots and report.html (default: the sweep's own store).")
-    from analysis import tables
-
-    tables.add_arguments(p)
-    p.set_defaults(handler=lambda args: tables.run(args))
+    p = sub.add_parser("tables", help="write the comparison tables, plots and HTML report of a sweep", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(handler=handle_tables)
 
     p = sub.add_parser("audit", help="audit the paper's printed numbers for internal consistency (no training)",
                        description="Check every number the paper prints against its own other numbers, rounding, "
@@ -41,6 +37,13 @@ def add_parsers(sub) -> None:
     p.set_defaults(handler=handle_server)
 
 
+def handle_tables(args: argparse.Namespace) -> int:
+    """analysis/tables.py's own command line (its --help says every option)."""
+    from analysis import tables
+
+    return tables.main(args.rest, prog="raydistill tables")
+
+
 def handle_audit(args: argparse.Namespace) -> int:
     from analysis.audit import write_audit
 
@@ -62,6 +65,6 @@ def handle_ui(args: argparse.Namespace) -> int:
 
 
 def handle_server(args: argparse.Namespace) -> int:
-    from raydistill.tracking_server import serve_forever
+    from raydistill.tracking_server import main
 
-    return serve_forever(args.host, args.port, args.root)
+    return main(["--host", args.host, "--port", str(args.port), "--root", str(args.root)])

@@ -229,13 +229,16 @@ class _StopAll(Stopper):
     """A Tune stopper that ends the whole experiment once the sweep is interrupted."""
 
     def __init__(self, stop: Interrupt):
-        self.stop = stop
+        self.stop: Interrupt | None = stop
+
+    def __getstate__(self) -> dict:  # Tune pickles its settings; a saved copy never stops anything
+        return {"stop": None}
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        return self.stop.set
+        return self.stop is not None and self.stop.set
 
     def stop_all(self) -> bool:
-        return self.stop.set
+        return self.stop is not None and self.stop.set
 
 
 def _teacher_config(job: TeacherJob, gpus: bool, done: set[int]) -> dict:

@@ -14,6 +14,7 @@ import logging
 from raydistill import tracking
 from raydistill.data import Dataset
 from raydistill.pipeline import device_tensors, prepare_data
+from raydistill.protocols import speed_options
 from raydistill.device import resolve
 from raydistill.tune.grid import TeacherJob, teacher_params
 from raydistill.teacher import train_teacher
@@ -56,7 +57,7 @@ def train_and_log(job: TeacherJob, data: Dataset, *, uri: str, experiment_id: st
         train_teacher(cfg.model, data, pool, todo, seed=cfg.seed, lr=cfg.lr, batch_size=cfg.batch_size,
                       normalize=cfg.pixel_scale == "unit", with_grad_l1=job.per_image_norms, resume=resume,
                       on_snapshot=on_snapshot, on_checkpoint=lambda ckpt: tracking.log_checkpoint(uri, run_id, ckpt),
-                      on_epoch=on_epoch)
+                      on_epoch=on_epoch, speed=speed_options(cfg))
     except BaseException:
         metrics.flush()
         tracking.end_run(uri, run_id, "FAILED")
