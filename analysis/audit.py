@@ -439,7 +439,7 @@ def _rising(paper: PaperNumbers, claim: Claim) -> list[Finding]:
             printed = "; ".join(f"{fmt(values[i - 1])} -> {fmt(values[i])}" for i in drops)
             why = "; ".join(f"accuracy falls from {epochs[i - 1]} to {epochs[i]} epochs" for i in drops)
         else:
-            where, printed = span(series.iloc[[0, -1]]), " / ".join(fmt(v) for v in values)
+            where, printed = span(series), " / ".join(fmt(v) for v in values)
             why = f"accuracy never falls over {epochs[0]}-{epochs[-1]} epochs"
         found.append(finding(TEXT, where, printed, "contradicts text" if drops else OK, f"{why}; {said(claim)}"))
     return found
