@@ -91,7 +91,9 @@ T5_FULL, T5_DISTILLED = ({"table": 5, "method": m, "metric": "accuracy"} for m i
 FIG4 = "Section 5, Figure 4 caption (ResNet trained with the 20 distilled images for 600 epochs)"
 CONCL = "Section 7 (Conclusions)"
 INTRO = "Section 1 (Introduction)"
-Q_ABSTRACT = "we obtained accuracies of 99.93% for MNIST, 99.46% for Fashion-MNIST, 99.05% for CIFAR-10, and 91.8% for OCID"
+Q_ABSTRACT = (
+    "we obtained accuracies of 99.93% for MNIST, 99.46% for Fashion-MNIST, 99.05% for CIFAR-10, and 91.8% for OCID"
+)
 Q_OCID = (
     "For the ResNet model, the entire original OCID dataset achieved accuracies between 91.29% and 91.54% across "
     "200–600 epochs, whereas training with distilled images yielded accuracies ranging from 72.50% to 91.80%."
@@ -286,7 +288,8 @@ def binary_between(paper: PaperNumbers) -> list[Finding]:
         if not inside:
             why += f"; {fmt(acc)} is {fmt(min(abs(acc - low), abs(acc - high)))} pp outside"
         printed = f"accuracy {fmt(acc)}, sensitivity {fmt(sens)}, specificity {fmt(spec)}"
-        found.append(finding(BETWEEN, locate(row.loc["accuracy", "source"]), printed, OK if inside else "impossible", why))
+        verdict = OK if inside else "impossible"
+        found.append(finding(BETWEEN, locate(row.loc["accuracy", "source"]), printed, verdict, why))
     return found
 
 
@@ -322,9 +325,12 @@ def class_sizes(paper: PaperNumbers, total: int = OCID_TEST_IMAGES) -> list[Find
         + f") fits {best} of {len(sens) + len(spec)} printed rates"
     )
     if misfits:
-        why += "; not " + ", ".join(f"{fmt(r['value'])} ({r['metric']}, {locate(r['source'])[1]} epochs)" for r, _ in misfits)
+        why += "; not " + ", ".join(
+            f"{fmt(r['value'])} ({r['metric']}, {locate(r['source'])[1]} epochs)" for r, _ in misfits
+        )
     verdict = OK if best == len(sens) + len(spec) else "impossible"
-    found.append(finding(SIZES, (*everywhere, "Sensitivity and Specificity"), f"{len(sens) + len(spec)} rates", verdict, why))
+    both = (*everywhere, "Sensitivity and Specificity")
+    found.append(finding(SIZES, both, f"{len(sens) + len(spec)} rates", verdict, why))
     for row, n in misfits:
         below = int(row["value"] * n / 100)
         found.append(
@@ -372,7 +378,8 @@ def distilled_vs_full(paper: PaperNumbers) -> list[Finding]:
 def load_ceilings(path: Path = CEILINGS_PATH) -> pd.DataFrame:
     """The ceilings CSV; an empty ``model`` means the ceiling holds for every network on that dataset."""
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if {"dataset", "model", "value", "what", "source"} - set(frame.columns) or (frame["source"].str.strip() == "").any():
+    missing = {"dataset", "model", "value", "what", "source"} - set(frame.columns)
+    if missing or (frame["source"].str.strip() == "").any():
         raise ValueError(f"{path.name}: every row needs dataset, model, value, what and a source")
     frame["value"] = frame["value"].astype(float)
     return frame
@@ -415,7 +422,8 @@ def _quoted(paper: PaperNumbers, claim: Claim) -> list[Finding]:
     if not agrees:
         same_table = paper.rows(table=int(where[0].split()[1]))
         match = same_table[(same_table["value"] - claim.value).abs() <= tolerance]
-        why += "".join(f"; {fmt(claim.value, claim.decimals)} is printed at {', '.join(locate(s))}" for s in match["source"])
+        quoted = fmt(claim.value, claim.decimals)
+        why += "".join(f"; {quoted} is printed at {', '.join(locate(s))}" for s in match["source"])
     return [finding(TEXT, where, printed, OK if agrees else "differs", f"{why}; {said(claim)}")]
 
 
@@ -431,7 +439,7 @@ def _rising(paper: PaperNumbers, claim: Claim) -> list[Finding]:
             printed = "; ".join(f"{fmt(values[i - 1])} -> {fmt(values[i])}" for i in drops)
             why = "; ".join(f"accuracy falls from {epochs[i - 1]} to {epochs[i]} epochs" for i in drops)
         else:
-            where, printed = span(series.iloc[[0, -1]]), " / ".join(fmt(v) for v in values)
+            where, printed = span(series), " / ".join(fmt(v) for v in values)
             why = f"accuracy never falls over {epochs[0]}-{epochs[-1]} epochs"
         found.append(finding(TEXT, where, printed, "contradicts text" if drops else OK, f"{why}; {said(claim)}"))
     return found
@@ -513,7 +521,8 @@ def _markdown_table(rows: pd.DataFrame) -> str:
     def line(cells: Iterable[str]) -> str:
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
-    return "\n".join([line(columns), "|" + "---|" * len(columns), *(line(r) for r in rows[columns].itertuples(index=False))])
+    body = (line(r) for r in rows[columns].itertuples(index=False))
+    return "\n".join([line(columns), "|" + "---|" * len(columns), *body])
 
 
 def summary_markdown(findings: list[Finding] | None = None) -> str:
@@ -529,8 +538,8 @@ def summary_markdown(findings: list[Finding] | None = None) -> str:
     unreachable = of(SIZES)[of(SIZES)["column"].str.endswith("/Accuracy")]
     ceilings = of(CEILING).assign(value=lambda f: f["printed"].astype(float)).groupby("table")["value"]
     lines = [
-        f"**Audit of the printed numbers** (`python analysis/audit.py --out DIR`; reads only the transcribed tables and "
-        f"`analysis/ceilings.csv`, trains nothing): {len(bad)} of {len(table)} findings are flagged.",
+        "**Audit of the printed numbers** (`python analysis/audit.py --out DIR`; reads only the transcribed tables "
+        f"and `analysis/ceilings.csv`, trains nothing): {len(bad)} of {len(table)} findings are flagged.",
         f"- Table 5: {len(of(BETWEEN))} of {n_binary} accuracies lie outside the interval between their sensitivity "
         "and specificity, which no confusion matrix allows.",
     ]
@@ -570,13 +579,16 @@ def report_markdown(findings: list[Finding]) -> str:
         "| rule | findings | flagged |",
         "|---|---|---|",
     ]
-    lines += [f"| {r} | {(table['rule'] == r).sum()} | {(flagged(table) & (table['rule'] == r)).sum()} |" for r in RULES]
+    for rule in RULES:
+        mine = table["rule"] == rule
+        lines.append(f"| {rule} | {mine.sum()} | {(flagged(table) & mine).sum()} |")
     for rule in RULES:
         rows = table[table["rule"] == rule]
         bad, rest = rows[flagged(rows)], rows[~flagged(rows)]
         lines += ["", f"## {rule}", "", _markdown_table(bad) if len(bad) else "Nothing flagged."]
         if len(rest):
-            lines += ["", f"<details><summary>{len(rest)} not flagged</summary>", "", _markdown_table(rest), "", "</details>"]
+            folded = f"<details><summary>{len(rest)} not flagged</summary>"
+            lines += ["", folded, "", _markdown_table(rest), "", "</details>"]
     return "\n".join(lines) + "\n"
 
 

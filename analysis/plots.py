@@ -14,11 +14,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from mlflow.exceptions import MlflowException
 
 from analysis.paper import PaperNumbers
 from analysis.runs import ordered, paper_method, select
+from raydistill.artifacts import grid_figure
 
 log = logging.getLogger(__name__)
 
@@ -27,67 +29,82 @@ def _slug(text: object) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-")
 
 
-def accuracy_plots(cells: pd.DataFrame, paper: PaperNumbers, out: Path) -> list[Path]:
-    """One figure per ipc, one subplot per dataset: paper (dashed) and ours (mean ± std) per model."""
-    ours = paper_method(cells)
+MIN_SPAN_PP = 5.0  # narrowest y-axis, percentage points: a 0.08-point spread must not fill the panel
+LOG_RATIO = 20.0  # log-scaled epochs once the largest epoch count shown is this many times the smallest
+
+
+def accuracy_figures(cells: pd.DataFrame, paper: PaperNumbers) -> dict[int, Figure]:
+    """One figure per ipc with runs of ours, one panel per dataset with runs of ours, one colour per model.
+
+    Ours: mean ± std over seeds, solid with filled squares; the paper's values for the same models:
+    dashed with hollow circles, labelled "claimed". Axes fit what is drawn (see ``_fit_axes``).
+    """
+    ours = paper_method(cells).dropna(subset=["ipc", "student_epochs", "accuracy"])
     ref = paper.rows(method="kmeans", metric="accuracy").dropna(subset=["ipc", "epochs"])
     ref = ref[ref["model"] != ""].drop_duplicates(["dataset", "model", "ipc", "epochs"])
-    paths = []
-    for ipc in ordered(sorted(ref["ipc"].unique()), ours["ipc"]):
-        ref_i, ours_i = ref[ref["ipc"] == ipc], select(ours, ipc=ipc)
+    colour = {model: f"C{k}" for k, model in enumerate(ordered(list(ref["model"]), ours["model"]))}
+    figures = {}
+    for ipc in sorted(int(i) for i in ours["ipc"].unique()):
+        ours_i, ref_i = select(ours, ipc=ipc), ref[ref["ipc"] == ipc]
         datasets = ordered(list(ref_i["dataset"]), ours_i["dataset_label"])
-        fig = Figure(figsize=(4.5 * len(datasets), 3.8), layout="constrained")
+        datasets = [d for d in datasets if not select(ours_i, dataset_label=d).empty]
+        fig = Figure(figsize=(4.8 * len(datasets), 4.0), layout="constrained")
         for ax, dataset in zip(fig.subplots(1, len(datasets), squeeze=False)[0], datasets, strict=True):
-            ref_d, ours_d = ref_i[ref_i["dataset"] == dataset], select(ours_i, dataset_label=dataset)
-            for k, model in enumerate(ordered(list(ref_d["model"]), ours_d["model"])):
-                p = ref_d[ref_d["model"] == model].sort_values("epochs")
-                if not p.empty:
-                    ax.plot(p["epochs"], p["value"], "--o", color=f"C{k}", ms=3, label=f"{model} (paper)")
+            ours_d, ref_d = select(ours_i, dataset_label=dataset), ref_i[ref_i["dataset"] == dataset]
+            claimed_any = False
+            for model in ordered(list(ref_d["model"]), ours_d["model"]):
                 stats = 100 * select(ours_d, model=model).groupby("student_epochs")["accuracy"].agg(["mean", "std"])
-                if not stats.empty:
-                    ax.errorbar(
-                        stats.index,
-                        stats["mean"],
-                        yerr=stats["std"].fillna(0),
-                        fmt="-s",
-                        color=f"C{k}",
-                        ms=3,
-                        capsize=2,
-                        label=f"{model} (ours)",
-                    )
-            ax.set(title=dataset, xlabel="epochs", ylabel="test accuracy (%)")
+                if stats.empty:
+                    continue
+                ax.errorbar(stats.index.astype(float), stats["mean"], yerr=stats["std"].fillna(0), fmt="-s",
+                            color=colour[model], ms=5, capsize=3, label=f"{model}, ours (mean ± std)")
+                claimed = ref_d[ref_d["model"] == model].sort_values("epochs")
+                if not claimed.empty:
+                    claimed_any = True
+                    ax.plot(claimed["epochs"].astype(float), claimed["value"], "--o", color=colour[model], ms=5,
+                            mfc="none", label=f"{model}, paper (claimed)")
+            if not claimed_any:
+                ax.text(0.02, 0.02, "the paper reports no value for these runs", transform=ax.transAxes,
+                        fontsize="x-small", color="dimgrey")
+            _fit_axes(ax)
+            ax.set(title=dataset, ylabel="test accuracy (%)")
             ax.legend(fontsize="x-small")
-        fig.suptitle(f"{ipc} distilled images per class")
-        path = out / f"accuracy_ipc{ipc}.png"
-        fig.savefig(path, dpi=120)
-        paths.append(path)
+        fig.suptitle(f"ipc {ipc} (distilled images per class)\nkmeans + grad-l1, paper protocol", fontsize="medium")
+        figures[ipc] = fig
+    return figures
+
+
+def _fit_axes(ax: Axes) -> None:
+    """x: log-scaled when the epochs drawn are far apart, ticks at each of them; y: at least
+    ``MIN_SPAN_PP`` wide, kept inside 0-100 % where the data allow."""
+    xs = np.concatenate([line.get_xdata() for line in ax.get_lines()]).astype(float)
+    ys = np.concatenate([line.get_ydata() for line in ax.get_lines()]).astype(float)
+    epochs = sorted(set(xs.tolist()))
+    if epochs[0] > 0 and epochs[-1] / epochs[0] >= LOG_RATIO:
+        ax.set_xscale("log")
+        ax.set_xlim(epochs[0] / 1.3, epochs[-1] * 1.3)
+        ax.set_xlabel("student epochs (log scale)")
+    else:
+        pad = max(0.5, 0.06 * (epochs[-1] - epochs[0]))
+        ax.set_xlim(epochs[0] - pad, epochs[-1] + pad)
+        ax.set_xlabel("student epochs")
+    ax.set_xticks(epochs, [f"{e:g}" for e in epochs], fontsize="small", rotation=90 if len(epochs) > 6 else 0)
+    ax.minorticks_off()
+    low, high = float(np.nanmin(ys)), float(np.nanmax(ys))
+    span = max(high - low, MIN_SPAN_PP)
+    margin = 0.08 * span
+    top = min((low + high + span) / 2 + margin, max(100.0, high) + margin)
+    bottom = max(top - span - 2 * margin, min(0.0, low) - margin)
+    ax.set_ylim(bottom, bottom + span + 2 * margin)
+
+
+def accuracy_plots(cells: pd.DataFrame, paper: PaperNumbers, out: Path) -> list[Path]:
+    """``accuracy_figures`` saved as ``accuracy_ipcN.png``."""
+    paths = []
+    for ipc, fig in accuracy_figures(cells, paper).items():
+        fig.savefig(out / f"accuracy_ipc{ipc}.png", dpi=120)
+        paths.append(out / f"accuracy_ipc{ipc}.png")
     return paths
-
-
-def image_grid(
-    images: np.ndarray, labels: np.ndarray, classes: list[str], title: str, max_per_class: int = 10
-) -> Figure:
-    """A mosaic with one row per class and up to ``max_per_class`` images of it (clipped to [0, 1])."""
-    rows = sorted(set(labels.tolist()))
-    _, c, h, w = images.shape
-    pixels = np.clip(images, 0.0, 1.0).transpose(0, 2, 3, 1)
-    pixels = pixels if c == 3 else np.repeat(pixels[..., :1], 3, axis=-1)
-    cols = min(max_per_class, max(int((labels == r).sum()) for r in rows))
-    mosaic = np.ones((len(rows) * (h + 1), cols * (w + 1), 3))
-    for i, r in enumerate(rows):
-        for j, k in enumerate(np.flatnonzero(labels == r)[:cols]):
-            mosaic[i * (h + 1) : i * (h + 1) + h, j * (w + 1) : j * (w + 1) + w] = pixels[k]
-    fig = Figure(figsize=(max(3.5, 1 + 0.5 * cols), 0.8 + 0.5 * len(rows)), layout="constrained")
-    ax = fig.subplots()
-    ax.imshow(mosaic, interpolation="nearest")
-    ax.set_yticks(
-        [i * (h + 1) + h / 2 for i in range(len(rows))],
-        [classes[r] if r < len(classes) else str(r) for r in rows],
-        fontsize="small",
-    )
-    ax.set_xticks([])
-    ax.set_title(title, fontsize="small")
-    return fig
 
 
 def galleries(cells: pd.DataFrame, out: Path, tracking_uri: str | None = None) -> list[Path]:
@@ -110,7 +127,7 @@ def galleries(cells: pd.DataFrame, out: Path, tracking_uri: str | None = None) -
             f"{run['dataset_label']} / {run['model']}: {run['method']}+{run['modifier']}\n"
             f"ipc {run['ipc']}, {run['student_epochs']} epochs, seed {run['seed']}"
         )
-        fig = image_grid(data["images"].float().numpy(), data["labels"].numpy(), list(data["meta"]["classes"]), title)
+        fig = grid_figure(data["images"].float().numpy(), data["labels"].numpy(), list(data["meta"]["classes"]), title)
         path = out / f"gallery_{_slug(run['dataset_label'])}_{_slug(run['model'])}.png"
         fig.savefig(path, dpi=150)
         paths.append(path)

@@ -16,7 +16,10 @@ CELL_FILTER = "tags.`raydistill.role` = 'cell'"
 TEXT_PARAMS = ("dataset", "dataset_label", "model", "method", "modifier", "protocol", "backend", "positive_class")
 INT_PARAMS = ("ipc", "teacher_epochs", "student_epochs", "seed", "train_limit")
 METRICS = ("accuracy", "sensitivity", "specificity", "auc", "teacher_accuracy", "accuracy_std", "time_total_s")
-TAGS = ("tags.device", "tags.kmeans_backend", "tags.git_commit", "tags.raydistill.cell")
+FORENSICS_TAG, HYPOTHESIS_TAG = "tags.raydistill.forensics", "tags.raydistill.hypothesis"
+TAGS = ("tags.device", "tags.kmeans_backend", "tags.git_commit", "tags.raydistill.cell", FORENSICS_TAG, HYPOTHESIS_TAG)
+KNOBS = {"score_on": "test", "student_init": "fresh", "pixel_scale": "unit", "leak_test": False, "epoch_pick": "last"}
+HONEST = "honest"
 
 
 @contextmanager
@@ -31,13 +34,17 @@ def _tracking(uri: str | None) -> Iterator[None]:
         mlflow.set_tracking_uri(previous)
 
 
-def load_cells(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
-    """FINISHED runs tagged ``raydistill.role = cell`` of ``experiment``.
+def load_cells(experiment: str, tracking_uri: str | None = None, *, forensics: bool = False) -> pd.DataFrame:
+    """FINISHED runs tagged ``raydistill.role = cell`` of ``experiment``: honest runs, or forensics runs only.
 
-    Params and metrics get bare column names (``ipc``, ``accuracy``), tags keep MLflow's
-    ``tags.`` prefix. Integer params become nullable ``Int64`` ("None" -> NA), ``ipc`` is NA
-    for ``method == full``, metrics stay fractions, and a missing ``dataset_label`` falls back
-    to ``dataset``. Expected columns are always present, NA when no run logged them.
+    A run is forensics when tagged ``raydistill.forensics = true`` or when any evaluation knob
+    (``KNOBS``) is off its honest default, so an untagged run with a knob set still stays out of
+    the honest tables; the two sets never mix in one call. Params and metrics get bare column names
+    (``ipc``, ``accuracy``), tags keep MLflow's ``tags.`` prefix. Integer params become nullable
+    ``Int64`` ("None" -> NA), ``ipc`` is NA for ``method == full``, metrics stay fractions, a missing
+    ``dataset_label`` falls back to ``dataset``, knobs not logged take their defaults and
+    ``hypothesis`` is the run's tag, else its non-default knobs (``HONEST`` for honest runs).
+    Expected columns are always present, NA when no run logged them.
     """
     if MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment) is None:
         raise ValueError(f"MLflow experiment {experiment!r} not found")
@@ -55,7 +62,28 @@ def load_cells(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame
         runs[column] = pd.to_numeric(runs[column], errors="coerce") if column in runs else float("nan")
     runs["dataset_label"] = runs["dataset_label"].fillna(runs["dataset"])
     runs.loc[runs["method"] == "full", "ipc"] = pd.NA
-    log.info("%s: %d finished cell runs", experiment, len(runs))
+    runs = _with_knobs(runs)
+    runs = runs[runs["forensics"] == forensics].reset_index(drop=True)
+    log.info("%s: %d finished %s cell runs", experiment, len(runs), "forensics" if forensics else "honest")
+    return runs
+
+
+def _with_knobs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Knob columns with their defaults filled in, ``forensics`` (bool) and ``hypothesis`` (str)."""
+    for knob, default in KNOBS.items():
+        values = (runs[knob] if knob in runs else pd.Series(None, index=runs.index)).astype("object")
+        if isinstance(default, bool):
+            values = values.map(lambda v: str(v).strip().lower() in ("true", "1", "on"), na_action="ignore")
+        runs[knob] = values.where(values.notna(), default).astype(type(default))
+
+    def knobs_set(run: pd.Series) -> str:
+        return "+".join(sorted(f"{k}={'on' if run[k] is True else run[k]}" for k, d in KNOBS.items() if run[k] != d))
+
+    derived = runs.apply(knobs_set, axis=1).astype("str") if len(runs) else pd.Series("", index=runs.index, dtype="str")
+    tag = runs[HYPOTHESIS_TAG].fillna("").astype("str")
+    runs["forensics"] = runs[FORENSICS_TAG].fillna("").astype("str").str.lower().eq("true") | derived.ne("")
+    runs["hypothesis"] = tag.where(tag.ne(""), derived).replace("", "forensics (no hypothesis tag)")
+    runs.loc[~runs["forensics"], "hypothesis"] = HONEST
     return runs
 
 

@@ -1,8 +1,10 @@
 """Regenerate the paper's Tables 1-5 (and an ablation table) from MLflow, beside the paper's numbers.
 
-    python analysis/tables.py --experiment NAME --out DIR [--tracking-uri URI] [--binary-dataset LABEL]
+    python analysis/tables.py [--experiment NAME] [--results DIR] [--out DIR] [--tracking-uri URI]
 
-Writes ``tableN.md``/``.csv``/``.tex`` per table, PNG plots and ``all_tables.md``; prints the paths.
+Reads the sweep's own store (RESULTS/mlflow.db) unless --tracking-uri is given. Writes
+``tableN.md``/``.csv``/``.tex`` per table, PNG plots, ``all_tables.md`` and a self-contained
+``report.html`` into --out (default RESULTS/tables/NAME); prints the paths.
 """
 
 from __future__ import annotations
@@ -15,13 +17,18 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import argparse
 import logging
+import os
+import urllib.parse
 from dataclasses import dataclass
 
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import SQLAlchemyError
 
-from analysis import plots
+from analysis import plots, report
 from analysis.paper import PaperNumbers, load_paper
 from analysis.runs import full_data, load_cells, ordered, paper_method, select
+from raydistill.tracking import check_reachable, local_store
 
 DASH = "–"
 BINARY_METRICS = ("accuracy", "sensitivity", "specificity")
@@ -266,8 +273,8 @@ def write_table(table: Table, out: Path) -> list[Path]:
     return [md, csv, tex]
 
 
-def provenance(cells: pd.DataFrame, experiment: str) -> str:
-    """How the runs were obtained, read from their params and tags."""
+def provenance(cells: pd.DataFrame, experiment: str) -> list[str]:
+    """How the runs were obtained, read from their params and tags: one item per line (markdown inline)."""
 
     def counts(column: str) -> str:
         values = [f"{k} (n={v})" for k, v in cells[column].value_counts().sort_index().items()]
@@ -275,21 +282,20 @@ def provenance(cells: pd.DataFrame, experiment: str) -> str:
         return ", ".join(values + ([f"not logged (n={missing})"] if missing else [])) or DASH
 
     started = cells["start_time"]
-    lines = [
-        f"- MLflow experiment `{experiment}`: {len(cells)} FINISHED runs tagged `raydistill.role = cell`"
+    return [
+        f"MLflow experiment `{experiment}`: {len(cells)} FINISHED runs tagged `raydistill.role = cell`"
         + (f", started {started.min():%Y-%m-%d %H:%M} to {started.max():%Y-%m-%d %H:%M} UTC" if len(started) else ""),
-        f"- device (tag `device`): {counts('tags.device')}",
-        f"- k-means backend (tag `kmeans_backend`): {counts('tags.kmeans_backend')}",
-        f"- k-means backend asked for (param `backend`): {counts('backend')}",
-        f"- training images (param `train_limit`, NA = the whole training split): {counts('train_limit')}",
-        f"- seeds (param `seed`): {counts('seed')}",
-        f"- student epochs (param `student_epochs`): {counts('student_epochs')}",
-        f"- teacher epochs (param `teacher_epochs`): {counts('teacher_epochs')}",
-        f"- protocol (param `protocol`): {counts('protocol')}",
-        f"- git commit (tag `git_commit`): {counts('tags.git_commit')}",
-        "- paper values: `analysis/paper_numbers.csv` (each row cites the paper's table, row and column)",
+        f"device (tag `device`): {counts('tags.device')}",
+        f"k-means backend (tag `kmeans_backend`): {counts('tags.kmeans_backend')}",
+        f"k-means backend asked for (param `backend`): {counts('backend')}",
+        f"training images (param `train_limit`, NA = the whole training split): {counts('train_limit')}",
+        f"seeds (param `seed`): {counts('seed')}",
+        f"student epochs (param `student_epochs`): {counts('student_epochs')}",
+        f"teacher epochs (param `teacher_epochs`): {counts('teacher_epochs')}",
+        f"protocol (param `protocol`): {counts('protocol')}",
+        f"git commit (tag `git_commit`): {counts('tags.git_commit')}",
+        "paper values: `analysis/paper_numbers.csv` (each row cites the paper's table, row and column)",
     ]
-    return "\n".join(lines)
 
 
 def write_report(
@@ -300,45 +306,95 @@ def write_report(
     binary_dataset: str = "ocid",
     tracking_uri: str | None = None,
 ) -> list[Path]:
-    """Write every table, the plots and ``all_tables.md`` into ``out``; return the written paths."""
+    """Write every table, the plots, ``all_tables.md`` and ``report.html`` into ``out``; return the written paths."""
     out.mkdir(parents=True, exist_ok=True)
     tables = build_tables(cells, paper, binary_dataset)
     paths = [path for table in tables for path in write_table(table, out)]
     figures = plots.accuracy_plots(cells, paper, out) + plots.galleries(cells, out, tracking_uri)
+    how = provenance(cells, experiment)
     sections = [
         "# The paper's tables regenerated from MLflow\n",
-        "## How the runs were obtained\n\n" + provenance(cells, experiment) + "\n",
+        "## How the runs were obtained\n\n" + "\n".join(f"- {line}" for line in how) + "\n",
         *(table_markdown(table) for table in tables),
         "## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures) + "\n",
     ]
-    report = out / "all_tables.md"
-    report.write_text("\n".join(sections), encoding="utf-8")
-    return paths + figures + [report]
+    markdown_report = out / "all_tables.md"
+    markdown_report.write_text("\n".join(sections), encoding="utf-8")
+    title = f"The paper's tables regenerated from MLflow: experiment {experiment}"
+    html_report = report.write_html(out / "report.html", title, how, tables, figures)
+    return paths + figures + [markdown_report, html_report]
+
+
+def check_store(uri: str) -> None:
+    """Fail fast, creating nothing: MLflow would silently create an empty store at a typo'd sqlite
+    path or file-store folder, and retry an unreachable server for minutes."""
+    parsed = urllib.parse.urlparse(uri)
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise FileNotFoundError(f"no MLflow store at {path}: the file does not exist (run a sweep first, or "
+                                    "pass the sweep's --results or --tracking-uri)")
+    elif parsed.scheme in ("http", "https"):
+        check_reachable(uri, timeout=5.0)
+    elif parsed.scheme in ("", "file") and not Path(parsed.path).is_dir():
+        raise FileNotFoundError(f"no MLflow store at {parsed.path}: the folder does not exist")
+
+
+def check_out(out: Path) -> None:
+    """Refuse an --out that cannot become a writable folder before reading any run."""
+    nearest = next(path for path in (out, *out.absolute().parents) if path.exists())
+    if not nearest.is_dir():
+        raise NotADirectoryError(f"--out {out}: {nearest} is a file, not a folder")
+    if not os.access(nearest, os.W_OK):
+        raise PermissionError(f"--out {out}: {nearest} is not writable")
 
 
 def write_for_sweep(experiment: str, results: Path, tracking_uri: str | None = None) -> Path:
-    """A sweep's tables and plots into RESULTS/tables/EXPERIMENT (default store: the sweep's own)."""
-    from raydistill.tracking import local_store
-
+    """A sweep's tables, plots and report into RESULTS/tables/EXPERIMENT (default store: the sweep's own)."""
     out = results / "tables" / experiment
     uri = tracking_uri or local_store(results)
     write_report(load_cells(experiment, uri), load_paper(), out, experiment, tracking_uri=uri)
     return out
 
 
-def main(argv: list[str] | None = None) -> list[Path]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--experiment", required=True, help="MLflow experiment of the sweep")
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLflow's own)")
-    parser.add_argument("--binary-dataset", default="ocid", help="dataset_label of the Table 5 (OCID) runs")
-    args = parser.parse_args(argv)
+def parser() -> argparse.ArgumentParser:
+    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_argument("--experiment", default="smoke", help="MLflow experiment = sweep name (default: smoke)")
+    cli.add_argument("--results", type=Path, default=Path("results"),
+                     help="the sweep's results folder, home of its default store mlflow.db (default: results)")
+    cli.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///RESULTS/mlflow.db)")
+    cli.add_argument("--out", type=Path, default=None, help="output folder (default: RESULTS/tables/EXPERIMENT)")
+    cli.add_argument("--binary-dataset", default="ocid", help="dataset_label of the Table 5 (OCID) runs")
+    return cli
+
+
+def _fail(cli: argparse.ArgumentParser, message: str) -> int:
+    print(f"{cli.prog}: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the tables; print the written paths. Exit code 0, or 2 with one line on stderr."""
+    cli = parser()
+    try:
+        args = cli.parse_args(argv)
+    except SystemExit as stop:  # --help, or a usage error argparse has already printed
+        return int(stop.code or 0)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cells = load_cells(args.experiment, args.tracking_uri)
-    paths = write_report(cells, load_paper(), args.out, args.experiment, args.binary_dataset, args.tracking_uri)
+    uri = args.tracking_uri or local_store(args.results)
+    out = args.out or args.results / "tables" / args.experiment
+    try:
+        check_out(out)
+        check_store(uri)
+        paths = write_report(load_cells(args.experiment, uri), load_paper(), out, args.experiment,
+                             args.binary_dataset, uri)
+    except SQLAlchemyError as err:  # e.g. a file that is not an MLflow database
+        return _fail(cli, f"cannot read the MLflow store {uri}: {getattr(err, 'orig', None) or err}")
+    except (ValueError, OSError, MlflowException) as err:
+        return _fail(cli, str(err))
     print("\n".join(str(path) for path in paths))
-    return paths
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

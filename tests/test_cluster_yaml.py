@@ -8,9 +8,15 @@ called (it would talk to AWS).
 
 from __future__ import annotations
 
+import ast
 import copy
+import ipaddress
 import json
+import os
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -107,19 +113,72 @@ def test_docker_image_is_gpu_ray_image(name):
 
 
 @pytest.mark.parametrize("name", CONFIG_FILES)
-def test_head_starts_mlflow_server(name):
+def test_head_starts_our_tracking_server_on_a_private_address(name):
     cmds = _filled(name)["head_start_ray_commands"]
-    mlflow_idx = [i for i, c in enumerate(cmds) if "mlflow server" in c]
-    assert len(mlflow_idx) == 1, cmds
-    cmd = " ".join(cmds[mlflow_idx[0]].split())
-    assert "--host 0.0.0.0" in cmd
-    # sqlite:/// + an absolute path on the head's local disk (not ./mlruns, not NFS).
-    assert re.search(r"--backend-store-uri sqlite:////\S+\.db\b", cmd), cmd
-    assert "--artifacts-destination" in cmd
-    assert "nohup" in cmd and cmd.rstrip().endswith("&"), "must run in the background"
+    server_idx = [i for i, c in enumerate(cmds) if "raydistill.tracking_server" in c]
+    assert len(server_idx) == 1, cmds
+    assert not any("mlflow server" in c for c in cmds), "start MLflow only through raydistill.tracking_server"
+    argv = shlex.split(" ".join(cmds[server_idx[0]].split()))
+    assert argv[:3] == ["nohup", "python", "-m"] and argv[-1] == "&", "must run in the background"
+    assert re.fullmatch(r"/home/ray/\S+", _option(argv, "--root")), "store on the head's local disk"
+    assert _option(argv, "--port") == "5000"
+    assert {a for a in argv if a.startswith("--")} == {"--host", "--port", "--root"}
+    # The address Ray advertises for the head: its private IP, never every interface.
+    assert _option(argv, "--host") == "$(python -c 'import ray.util; print(ray.util.get_node_ip_address())')"
     ray_head_idx = [i for i, c in enumerate(cmds) if "ray start --head" in c]
-    assert ray_head_idx and ray_head_idx[0] > mlflow_idx[0]
+    assert ray_head_idx and ray_head_idx[0] > server_idx[0]
     assert cmds[0].strip() == "ray stop"
+
+
+def test_tracking_server_host_substitution_gives_an_address():
+    """The shell substitution the cluster files pass as --host, run here with this Python."""
+    cmd = next(c for c in _load("cluster.yaml")["head_start_ray_commands"] if "tracking_server" in c)
+    host = _option(shlex.split(" ".join(cmd.split())), "--host")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run(["bash", "-c", f'echo "{host}"'], env=env, capture_output=True, text=True, timeout=120)
+    address = ipaddress.ip_address(out.stdout.strip())
+    assert not address.is_unspecified, out
+
+
+def _option(argv: list[str], flag: str) -> str:
+    assert argv.count(flag) == 1, (flag, argv)
+    return argv[argv.index(flag) + 1]
+
+
+@pytest.mark.parametrize("name", CONFIG_FILES)
+def test_nothing_listens_on_every_interface(name):
+    assert "0.0.0.0" not in (REPO_ROOT / name).read_text()
+    assert "0.0.0.0" not in json.dumps(_filled(name))
+    (head,) = [c for c in _filled(name)["head_start_ray_commands"] if "ray start --head" in c]
+    assert "--dashboard-host=127.0.0.1" in head
+
+
+def _ray_default_inbound_rules(group_id: str) -> list[dict]:
+    """The rules Ray's AWS launcher gives a security group it creates, read from the installed
+    source (importing it needs boto3): the two pure functions that build them."""
+    path = Path(ray.autoscaler.__file__).parent / "_private" / "aws" / "config.py"
+    wanted = {"_create_default_intracluster_inbound_rules", "_create_default_ssh_inbound_rules"}
+    functions = [n for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef) and n.name in wanted]
+    assert len(functions) == 2, "Ray's AWS default rules moved"
+    namespace: dict = {}
+    exec(compile(ast.Module(functions, type_ignores=[]), str(path), "exec"), namespace)
+    return (namespace["_create_default_intracluster_inbound_rules"]([group_id])
+            + namespace["_create_default_ssh_inbound_rules"]())
+
+
+def test_aws_security_group_opens_only_ssh():
+    group = _load("cluster.yaml")["provider"]["security_group"]
+    assert group["GroupName"]
+    ours = group["IpPermissions"]
+    defaults = _ray_default_inbound_rules("sg-self")
+    # AWS rejects a rule given twice, so listing one of Ray's defaults would break `ray up`.
+    assert not [rule for rule in ours if rule in defaults]
+    for rule in defaults + ours:
+        from_self = rule.get("UserIdGroupPairs") == [{"GroupId": "sg-self"}] and not rule.get("IpRanges")
+        ssh = rule["IpProtocol"] == "tcp" and rule["FromPort"] == rule["ToPort"] == 22
+        assert from_self or ssh, rule
+    # Intra-cluster traffic (Ray, MLflow at the head's private IP) stays open.
+    assert any(r.get("UserIdGroupPairs") == [{"GroupId": "sg-self"}] and r["IpProtocol"] == "-1" for r in defaults)
 
 
 @pytest.mark.parametrize("name", CONFIG_FILES)
@@ -157,6 +216,6 @@ def test_both_clusters_share_image_setup_and_mlflow():
     assert _repo_mount(aws) == _repo_mount(local)
 
     def mlflow_cmd(cfg):
-        return [c for c in cfg["head_start_ray_commands"] if "mlflow server" in c]
+        return [c for c in cfg["head_start_ray_commands"] if "tracking_server" in c]
 
     assert mlflow_cmd(aws) == mlflow_cmd(local)
