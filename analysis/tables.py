@@ -357,8 +357,8 @@ def write_for_sweep(experiment: str, results: Path, tracking_uri: str | None = N
     return out
 
 
-def parser() -> argparse.ArgumentParser:
-    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser(prog: str | None = None) -> argparse.ArgumentParser:
+    cli = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     cli.add_argument("--experiment", default="smoke", help="MLflow experiment = sweep name (default: smoke)")
     cli.add_argument("--results", type=Path, default=Path("results"),
                      help="the sweep's results folder, home of its default store mlflow.db (default: results)")
@@ -373,9 +373,9 @@ def _fail(cli: argparse.ArgumentParser, message: str) -> int:
     return 2
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Write the tables; print the written paths. Exit code 0, or 2 with one line on stderr."""
-    cli = parser()
+    cli = parser(prog)
     try:
         args = cli.parse_args(argv)
     except SystemExit as stop:  # --help, or a usage error argparse has already printed

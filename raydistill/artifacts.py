@@ -117,7 +117,7 @@ def roc_figure(result: TrialResult, path: Path, positive: int) -> Path:
     ax = fig.subplots()
     targets = [positive] if len(result.classes) == 2 else range(len(result.classes))
     for c in targets:
-        RocCurveDisplay.from_predictions(result.y_test == c, result.proba[:, c], name=result.classes[c], ax=ax,
+        RocCurveDisplay.from_predictions(result.y_true == c, result.proba[:, c], name=result.classes[c], ax=ax,
                                          plot_chance_level=c == targets[0])
     fig.savefig(path, dpi=80)
     return path

@@ -17,6 +17,8 @@ import logging
 import os
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -24,6 +26,7 @@ import torch
 from mlflow.entities import Metric, Run, ViewType
 from mlflow.tracking import MlflowClient
 
+from raydistill.errors import ConfigError
 from raydistill.locks import waiting_lock
 from raydistill.teacher import TeacherCheckpoint, TeacherSnapshot
 
@@ -38,6 +41,20 @@ SQLITE = "sqlite:///"
 def local_store(results_dir: Path) -> str:
     """The default store: a sqlite database under the results folder (absolute path)."""
     return f"{SQLITE}{results_dir.resolve() / 'mlflow.db'}"
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """A tracking server answers its health check within `timeout` (for readers; a sweep uses the
+    fuller raydistill.tracking_server.verify_tracking)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            if response.status == 200:
+                return
+    except (urllib.error.URLError, OSError) as err:
+        raise ConfigError(f"MLflow tracking server {uri} is not reachable ({err}); start it or fix the tracking URI") from None
+    raise ConfigError(f"MLflow tracking server {uri} answered its health check with an error")
 
 
 def init_store(uri: str) -> None:

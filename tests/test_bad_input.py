@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from raydistill import pipeline
+from raydistill import protocols, teacher
 from raydistill.cli import main
 
 from conftest import make_folder_set
@@ -17,8 +17,8 @@ def no_compute(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("training started despite bad input")
 
-    monkeypatch.setattr(pipeline, "train_teacher", boom)
-    monkeypatch.setattr(pipeline, "train_student", boom)
+    monkeypatch.setattr(teacher, "fit", boom)  # every teacher and student trains through these two
+    monkeypatch.setattr(protocols, "fit", boom)
 
 
 def run_cli(args: list[str], capsys) -> str:
@@ -32,7 +32,7 @@ def run_cli(args: list[str], capsys) -> str:
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["--dataset", "imagenet"], "unknown dataset 'imagenet'; allowed: mnist, fashion-mnist, cifar10, cifar100 or folder:PATH"),
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'; allowed: mnist, fashion-mnist, cifar10, cifar100, folder:PATH"),
     (["--model", "vgg"], "unknown model 'vgg'; allowed: baseline, lenet, resnet34, convnet3"),
     (["--modifier", "grad-l2"], "unknown modifier 'grad-l2'; allowed: grad-l1, grad-l1-last, input-grad, none"),
     (["--backend", "faiss"], "unknown backend 'faiss'; allowed: auto, sklearn, cuml"),

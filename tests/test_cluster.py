@@ -10,7 +10,7 @@ from sklearn.cluster import KMeans as SkKMeans
 
 from raydistill.config import ConfigError
 from raydistill.distill import cluster
-from raydistill.distill.methods import METHODS
+from raydistill.registry import METHODS
 
 
 def blobs(n_per=20, k=3, d=5, seed=0) -> torch.Tensor:
@@ -45,7 +45,7 @@ def test_member_means_keeps_fitted_centre_of_an_empty_cluster():
 
 def test_kmeans_method_gives_k_images_of_the_class_shape():
     images = torch.rand(30, 1, 4, 4)
-    out = METHODS["kmeans"](images, 5, seed=0, backend="sklearn")
+    out = METHODS["kmeans"].obj(images, 5, seed=0, backend="sklearn")
     assert out.shape == (5, 1, 4, 4)
 
 

@@ -62,15 +62,21 @@ def test_evaluate_dc_trains_eval_runs_convnets_with_the_dc_schedule(monkeypatch)
     tensors = data.to(torch.device("cpu"))
     seen = []
 
-    def recording_fit(model, x, y, epochs, **kwargs):
+    def recording_fit(model, x, y, epochs, on_epoch=None, **kwargs):
         lrs = []
         seen.append({"batch_size": kwargs["batch_size"], "lrs": lrs, "convnet3": sum(isinstance(m, nn.GroupNorm) for m in model.modules()) == 3})
-        record = lambda epoch, m, l1: lrs.append(kwargs["optimizer"].param_groups[0]["lr"])  # noqa: E731
+
+        def record(epoch, m, stats):
+            lrs.append(kwargs["optimizer"].param_groups[0]["lr"])
+            if on_epoch is not None:
+                on_epoch(epoch, m, stats)
+
         return train.fit(model, x, y, epochs, on_epoch=record, **kwargs)
 
     monkeypatch.setattr(protocols, "fit", recording_fit)
     cfg = TrialConfig(student_epochs=6, eval_runs=3, seed=2)
-    metrics, proba = protocols.evaluate_dc(cfg, data, tensors.x_train, tensors.y_train, tensors, positive=1)
+    result = protocols.evaluate_dc(cfg, data, protocols.StudentData(tensors.x_train, tensors.y_train, tensors, 1))
+    metrics, proba = result.metrics, result.proba
     assert len(seen) == 3
     for run in seen:
         assert run["batch_size"] == 256 and run["convnet3"]
@@ -92,8 +98,8 @@ def test_runs_get_distinct_seeds_across_runs_and_trial_seeds():
 def test_one_run_has_zero_spread():
     data = tiny_dataset()
     tensors = data.to(torch.device("cpu"))
-    metrics, _ = protocols.evaluate_dc(TrialConfig(student_epochs=1, eval_runs=1), data, tensors.x_train,
-                                       tensors.y_train, tensors, positive=1)
+    metrics = protocols.evaluate_dc(TrialConfig(student_epochs=1, eval_runs=1), data,
+                                    protocols.StudentData(tensors.x_train, tensors.y_train, tensors, 1)).metrics
     assert metrics["accuracy_std"] == 0.0 and len(metrics["accuracy_runs"]) == 1
 
 

@@ -8,7 +8,7 @@ import torch
 from raydistill import pipeline
 from raydistill.config import ConfigError, TrialConfig
 from raydistill.distill import cluster, dm, selection
-from raydistill.distill.methods import METHODS
+from raydistill.registry import METHODS, Entry
 
 REAL = ("random", "kmeans-nearest", "herding", "kcenter")
 
@@ -26,11 +26,11 @@ def row_indices(picked: torch.Tensor, images: torch.Tensor) -> list[int]:
     return rows
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", [e.name for e in METHODS.entries() if e.distills])
 def test_every_method_returns_k_images_of_the_input_shape(name):
     images = class_images()
     options = {"iterations": 2} if name == "dm" else {}
-    out = METHODS[name](images, 4, seed=0, backend="sklearn", **options)
+    out = METHODS[name].obj(images, 4, seed=0, backend="sklearn", **options)
     assert out.shape == (4, 3, 8, 8) and out.dtype == images.dtype and out.device == images.device
 
 
@@ -38,7 +38,7 @@ def test_every_method_returns_k_images_of_the_input_shape(name):
 @pytest.mark.parametrize("k", [1, 5, 30])
 def test_real_methods_return_distinct_training_images(name, k):
     images = class_images()
-    rows = row_indices(METHODS[name](images, k, seed=3, backend="sklearn"), images)
+    rows = row_indices(METHODS[name].obj(images, k, seed=3, backend="sklearn"), images)
     assert len(rows) == k and len(set(rows)) == k
 
 
@@ -139,8 +139,9 @@ def test_pipeline_passes_dm_iterations_to_dm_only(monkeypatch):
         calls.append(options)
         return images[:k]
 
-    monkeypatch.setitem(pipeline.METHODS, "dm", record)
-    monkeypatch.setitem(pipeline.METHODS, "random", record)
+    for name in ("dm", "random"):
+        entry = METHODS[name]
+        monkeypatch.setitem(METHODS._entries, name, Entry(name, entry.description, record, entry.meta))
     x, y = class_images(n=8), torch.tensor([0, 1] * 4)
     for method in ("dm", "random"):
         cfg = TrialConfig(method=method, ipc=2, dm_iterations=7, modifier="none")

@@ -33,7 +33,7 @@ def add_trial_arguments(p: argparse.ArgumentParser) -> None:
     a("--protocol", default=DEFAULTS.protocol, help=f"how the distilled set is scored: {choices(PROTOCOLS)}")
     a("--eval-runs", type=int, default=DEFAULTS.eval_runs, help="fresh initialisations per distilled set (dc protocol)")
     a("--dm-iterations", type=int, default=DEFAULTS.dm_iterations, help="DM's SGD steps per class (reference: 20000)")
-    a("--backend", default=DEFAULTS.backend, choices=BACKENDS, help="K-means: auto (cuML on a GPU when installed, "
+    a("--backend", default=DEFAULTS.backend, help=f"K-means ({', '.join(BACKENDS)}): auto (cuML on a GPU when installed, "
       "else scikit-learn), sklearn, cuml")
     a("--seed", type=int, default=DEFAULTS.seed, help="seed of inits, batch order, subsets and K-means (0..2^32-1)")
     a("--data-root", default=DEFAULTS.data_root, help="folder holding the torchvision files (e.g. ROOT/FashionMNIST/raw)")
@@ -44,7 +44,7 @@ def add_trial_arguments(p: argparse.ArgumentParser) -> None:
     a("--lr", type=float, default=DEFAULTS.lr, help="Adam learning rate of teacher and student")
     a("--alpha", type=float, default=None, help="step size of the shift (Eq. 2); default: the learning rate")
     a("--positive-class", default=None, help="class reported as positive with 2 classes (default: the second)")
-    a("--device", default=DEFAULTS.device, choices=DEVICES, help="auto (CUDA when visible), cpu or cuda")
+    a("--device", default=DEFAULTS.device, help=f"{', '.join(DEVICES)}: auto = CUDA when visible")
     a("--eval-every", type=int, default=DEFAULTS.eval_every, help="score the student every N epochs for the curves "
       "(0: about 16 log-spaced epochs)")
     g = p.add_argument_group("forensics (hypotheses about the paper's evaluation; runs with any of them are tagged "
@@ -62,7 +62,7 @@ def add_trial_arguments(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("speed (off by default where they change the arithmetic)")
     s.add_argument("--compile", action="store_true", help="training steps and evaluation through torch.compile "
                    "(CUDA graphs on CUDA)")
-    s.add_argument("--precision", default=DEFAULTS.precision, choices=PRECISIONS, help="fp32 (the paper's), tf32 "
+    s.add_argument("--precision", default=DEFAULTS.precision, help=f"{', '.join(PRECISIONS)}: fp32 (the paper's), tf32 "
                    "(CUDA matmuls), bf16 (autocast)")
     s.add_argument("--channels-last", action="store_true", help="NHWC memory format for convolutions")
 

@@ -28,7 +28,8 @@ from ray.tune.stopper import Stopper
 from raydistill import tracking
 from raydistill.config import ConfigError
 from raydistill.locks import FileLock
-from raydistill.tune.grid import Cell, Grid, TeacherJob, describe, expand, load_and_check, resources, teacher_jobs
+from raydistill.tune.grid import (Cell, Grid, TeacherJob, describe, display_names, expand, load_and_check, resources,
+                                  teacher_jobs)
 from raydistill.tune.options import SweepOptions
 
 log = logging.getLogger(__name__)
@@ -53,21 +54,13 @@ class SweepOutcome:
 
 
 def plan(grid: Grid, options: SweepOptions) -> list[Cell]:
-    """The sweep's cells, validated (one per key, in grid order, seed by seed)."""
+    """The sweep's cells for every seed, validated, one per key, named together."""
     options.validate()
     overrides = {**options.fixed, "data_root": str(Path(options.data_root).expanduser().resolve()),
                  "download": options.download}
-    cells: dict[str, Cell] = {}
-    for seed in options.seeds:
-        for cell in expand(grid, seed=seed, **overrides):
-            cells.setdefault(cell.key, cell)
-    names = [c.name for c in cells.values()]
-    if len(set(names)) != len(names):  # seeds expanded separately: name them together
-        from raydistill.tune.grid import display_names
-
-        new = display_names([c.config for c in cells.values()])
-        return [Cell(c.key, n, c.config) for c, n in zip(cells.values(), new, strict=True)]
-    return list(cells.values())
+    configs = {c.key: c.config for seed in options.seeds for c in expand(grid, seed=seed, **overrides)}
+    names = display_names(list(configs.values()))
+    return [Cell(key, name, cfg) for (key, cfg), name in zip(configs.items(), names, strict=True)]
 
 
 def dry_run(grid: Grid, options: SweepOptions) -> list[str]:
@@ -187,6 +180,8 @@ def _tune(name: str, todo: Sequence[Cell], datasets: dict, uri: str, experiment_
     from raydistill.tune.status import StatusLog
     from raydistill.tune.trainable import run_job
 
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter at verbose 0 prints nothing; StatusLog does
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no TensorBoard files (and no hint about them)
     held = tracking.teachers(uri, experiment_id)
     jobs = teacher_jobs(todo)
     done = {key: held.get(key, ("", set()))[1] for key in jobs}
@@ -214,10 +209,9 @@ def _tune(name: str, todo: Sequence[Cell], datasets: dict, uri: str, experiment_
                                       failure_config=tune.FailureConfig(max_failures=options.max_failures),
                                       stop=_StopAll(stop), verbose=0, callbacks=[status]),
         )
-        grid = tuner.fit()
-        errors = {r.config["job"]["key"]: _first_line(r.error) for r in grid if r.error is not None}
+        tuner.fit()
         for key, names in searcher.dropped.items():
-            error = errors.get(key, "its trial ended before this milestone")
+            error = status.errors.get(key, "its trial ended before this milestone")
             for cell in (c for c in todo if c.name in names):
                 tracking.record_failed_cell(uri, experiment_id, cell.name, _failed_tags(cell, name, sweep_run_id),
                                             cell.config.to_dict(), f"teacher {jobs[key].name} failed: {error}")
@@ -261,11 +255,6 @@ def _failed_tags(cell: Cell, sweep: str, sweep_run_id: str) -> dict[str, str]:
 
 def _trial_name(trial) -> str:
     return trial.config["job"]["name"]
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
 
 
 def _settle(outcome: SweepOutcome, experiment_id: str) -> None:

@@ -43,6 +43,12 @@ class CellReleaser(Searcher):
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True
 
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the sweep's state lives in MLflow (see runner)."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore: a new sweep run re-plans from MLflow."""
+
     def suggest(self, trial_id: str) -> dict | str | None:
         if self.ready:
             config = self.ready.popleft()

@@ -1,5 +1,6 @@
 """A sweep's console lines: one when a trial starts, ends or fails, and every minute the running
-trials with their phase and epoch. Given a `console` callable by the command line; silent without."""
+trials with their phase and epoch. Given a `console` callable by the command line; silent without.
+It also keeps each failed trial's error for the runner."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class StatusLog(Callback):
         self.ended = 0
         self.last = time.monotonic()
         self.progress: dict[str, str] = {}
+        self.errors: dict[str, str] = {}  # job key -> the last line of its final error
 
     def _say(self, text: str) -> None:
         if self.console is not None:
@@ -48,7 +50,8 @@ class StatusLog(Callback):
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.ended += 1
         self.progress.pop(trial.trial_id, None)
-        self._say(f"[{self.ended}/{self.total}] FAILED  {self._name(trial)}: {_error(trial)}")
+        self.errors[trial.config["job"]["key"]] = _error(trial)
+        self._say(f"[{self.ended}/{self.total}] FAILED  {self._name(trial)}: {self.errors[trial.config['job']['key']]}")
 
     def on_step_end(self, iteration, trials, **info) -> None:
         if time.monotonic() - self.last < EVERY_SECONDS or not self.progress:
@@ -61,5 +64,7 @@ class StatusLog(Callback):
 
 
 def _error(trial) -> str:
-    text = (trial.error_message or "").strip().splitlines() if hasattr(trial, "error_message") else []
-    return text[-1] if text else "error"
+    """The last line of the trial's error (the exception's type and message)."""
+    error = trial.get_pickled_error() or trial.get_error()
+    lines = [line for line in str(error or "").strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "error"
