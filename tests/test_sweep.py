@@ -1,4 +1,5 @@
-"""The smoke sweep under a local Ray on CPU: MLflow runs, teacher reuse, resume, kill -9, faults, bad input.
+"""Sweeps under a local Ray on CPU: one MLflow run per cell keyed by its whole config, teachers
+trained once and released by milestone, resume after kill -9, retries, failures that name their cause.
 
 The smoke grid (sweeps/paper_grid.py --smoke) runs on tiny Fashion-MNIST-format IDX files written
 here, so each sweep takes seconds of compute plus Ray's start-up.
@@ -7,51 +8,24 @@ here, so each sweep takes seconds of compute plus Ray's start-up.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
-import sys
 import time
-from argparse import Namespace
 from pathlib import Path
 
-import mlflow
 import pytest
-import ray
-from mlflow.tracking import MlflowClient
-
-from raydistill.tune.grid import Grid, run_sweep
 
 from conftest import make_mnist_like
+from sweeps_util import SMOKE_CELLS, client, run, runs, sweep_command
 
-REPO = Path(__file__).resolve().parents[1]
-SMOKE_CELLS = {
-    "fashion-mnist-baseline-kmeans-grad-l1-ipc1-e1-s0", "fashion-mnist-baseline-kmeans-grad-l1-ipc10-e1-s0",
-    "fashion-mnist-baseline-kmeans-grad-l1-ipc1-e3-s0", "fashion-mnist-baseline-kmeans-grad-l1-ipc10-e3-s0",
-    "fashion-mnist-baseline-full-e3-s0",
-}
 METRICS = {"accuracy", "sensitivity", "specificity", "auc", "teacher_accuracy", "time_load_s", "time_teacher_s",
-           "time_gradients_s", "time_modification_s", "time_selection_s", "time_student_s", "time_evaluation_s",
-           "time_total_s"}
+           "time_gradients_s", "time_modification_s", "time_selection_s", "time_student_s", "time_total_s"}
 
 
 @pytest.fixture(scope="module")
 def fashion_tiny(tmp_path_factory) -> Path:
     return make_mnist_like(tmp_path_factory.mktemp("data"), folder="FashionMNIST")
-
-
-def sweep_command(data: Path, results: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(REPO / "sweeps" / "paper_grid.py"), "--smoke", "--data-root", str(data),
-            "--results", str(results), "--max-concurrent", "2", *extra]
-
-
-def run(cmd: list[str], **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
-
-
-def all_runs(results: Path, role: str, experiment: str = "smoke"):
-    mlflow.set_tracking_uri(f"sqlite:///{results / 'mlflow.db'}")
-    frame = mlflow.search_runs(experiment_names=[experiment], filter_string=f"tags.`raydistill.role` = '{role}'")
-    return frame
 
 
 @pytest.fixture(scope="module")
@@ -60,46 +34,69 @@ def smoke(fashion_tiny, tmp_path_factory) -> tuple[Path, subprocess.CompletedPro
     return results, run(sweep_command(fashion_tiny, results))
 
 
-def test_smoke_sweep_logs_one_finished_child_run_per_cell(smoke):
+def test_smoke_sweep_logs_one_finished_visible_run_per_cell(smoke):
     results, proc = smoke
     assert proc.returncode == 0, proc.stderr[-3000:]
-    cells = all_runs(results, "cell")
-    assert sorted(cells["tags.mlflow.runName"]) == sorted(SMOKE_CELLS)
-    assert set(cells["status"]) == {"FINISHED"}
-    (sweep_id,) = all_runs(results, "sweep")["run_id"]
-    assert set(cells["tags.mlflow.parentRunId"]) == {sweep_id}
-    client = MlflowClient()
-    for row in cells.itertuples():
-        run = client.get_run(row.run_id)
-        assert METRICS <= set(run.data.metrics), row._asdict()
-        assert 0 <= run.data.metrics["accuracy"] <= 1
-        assert {"git_commit", "device", "kmeans_backend"} <= set(run.data.tags)
-        assert run.data.params["dataset"] == "fashion-mnist" and run.data.params["dataset_label"] == "fashion-mnist"
-        files = {a.path for a in client.list_artifacts(row.run_id)}
+    cells = runs(results, "cell")
+    assert sorted(r.info.run_name for r in cells) == sorted(SMOKE_CELLS)
+    assert {r.info.status for r in cells} == {"FINISHED"}
+    (sweep,) = runs(results, "sweep")
+    c = client(results)
+    for r in cells:
+        tags, metrics = r.data.tags, r.data.metrics
+        assert METRICS <= set(metrics), r.info.run_name
+        assert 0 <= metrics["accuracy"] <= 1
+        assert "mlflow.parentRunId" not in tags and tags["raydistill.sweep_run"] == sweep.info.run_id
+        assert len(tags["raydistill.cell_key"]) == 16 and tags["ray_node_id"]
+        assert tags["raydistill.forensics"] == "false" and tags["raydistill.hypothesis"] == "honest"
+        assert {"git_commit", "device", "kmeans_backend"} <= set(tags)
+        epochs = int(r.data.params["student_epochs"])
+        history = c.get_metric_history(r.info.run_id, "student_train_loss")
+        assert sorted(m.step for m in history) == list(range(1, epochs + 1))  # every epoch, live
+        assert c.get_metric_history(r.info.run_id, "student_test_accuracy")[-1].step == epochs
+        files = {a.path for a in c.list_artifacts(r.info.run_id)}
         expected = {"result.json", "confusion.png", "roc.png"} | ({"distilled.pt", "distilled.png"}
-                                                                  if "full" not in run.info.run_name else set())
-        assert expected <= files, (run.info.run_name, files)
+                                                                  if "full" not in r.info.run_name else set())
+        assert expected <= files, (r.info.run_name, files)
+    assert c.get_run(sweep.info.run_id).info.status == "FINISHED"
+    comparison = {a.path for a in c.list_artifacts(sweep.info.run_id, "comparison")}
+    assert {"comparison/report.html", "comparison/table1.md"} <= comparison
     assert (results / "tables" / "smoke" / "table1.md").is_file()
+    assert len(proc.stderr.splitlines()) < 40  # concise: a line per trial start and end, and a summary
 
 
-def test_cells_sharing_a_teacher_train_it_once(smoke):
+def test_cells_sharing_a_teacher_train_it_once_and_start_after_its_milestone(smoke):
     results, _ = smoke
-    teachers = all_runs(results, "teacher")
-    assert len(teachers) == 1  # four distilled cells, epochs 1 and 3, one teacher to epoch 3
-    assert teachers["status"].tolist() == ["FINISHED"]
-    tags = MlflowClient().get_run(teachers["run_id"][0]).data.tags
-    assert tags["raydistill.milestone.1"] == tags["raydistill.milestone.3"] == "done"
+    (teacher,) = runs(results, "teacher")  # four distilled cells, epochs 1 and 3, one teacher to epoch 3
+    assert teacher.info.status == "FINISHED"
+    assert teacher.data.tags["raydistill.milestone.1"] == teacher.data.tags["raydistill.milestone.3"] == "done"
+    uploaded = {m.step: m.timestamp for m in client(results).get_metric_history(teacher.info.run_id, "test_accuracy")}
+    for cell in runs(results, "cell"):
+        if "grad-l1" in cell.info.run_name:  # no cell trial started before its milestone existed
+            assert cell.info.start_time >= uploaded[int(cell.data.params["teacher_epochs"])]
 
 
 def test_running_the_same_command_again_reruns_nothing(smoke, fashion_tiny):
     results, _ = smoke
-    before = all_runs(results, "cell").set_index("run_id")["end_time"]
+    before = {r.info.run_id: r.info.end_time for r in runs(results, "cell")}
     again = run(sweep_command(fashion_tiny, results, "--no-tables"))
     assert again.returncode == 0, again.stderr[-3000:]
-    after = all_runs(results, "cell").set_index("run_id")["end_time"]
-    assert after.sort_index().equals(before.sort_index())
-    assert len(all_runs(results, "teacher")) == 1 and len(all_runs(results, "sweep")) == 1
-    assert "5/5 cells finished" in again.stdout
+    assert {r.info.run_id: r.info.end_time for r in runs(results, "cell")} == before
+    assert len(runs(results, "teacher")) == 1 and len(runs(results, "sweep")) == 1
+    assert "5/5 cells finished (0 in this run, 5 earlier)" in again.stderr
+
+
+def test_changing_a_fixed_setting_under_the_same_name_runs_new_cells(smoke, fashion_tiny, tmp_path):
+    results = tmp_path / "copy"
+    shutil.copytree(smoke[0], results)
+    before = {r.info.run_id for r in runs(results, "cell")}
+    proc = run(sweep_command(fashion_tiny, results, "--no-tables", "--set", "alpha=0.01"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cells = runs(results, "cell")
+    assert before <= {r.info.run_id for r in cells} and len(cells) == 10  # five old cells kept, five new
+    new = [r for r in cells if r.info.run_id not in before]
+    assert {r.data.params["alpha"] for r in new} == {"0.01"}
+    assert len(runs(results, "teacher")) == 1  # alpha is not a teacher setting: the teacher is reused
 
 
 def test_kill_9_of_the_driver_then_resume_finishes_the_rest_without_duplicates(fashion_tiny, tmp_path):
@@ -109,16 +106,10 @@ def test_kill_9_of_the_driver_then_resume_finishes_the_rest_without_duplicates(f
     driver = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     finished_before: set[str] = set()
     deadline = time.time() + 300
-    while time.time() < deadline and driver.poll() is None:
+    while time.time() < deadline and driver.poll() is None and not finished_before:
         time.sleep(0.5)
         if (results / "mlflow.db").exists():
-            try:
-                cells = all_runs(results, "cell")
-            except Exception:  # experiment not created yet, or the database busy
-                continue
-            finished_before = set(cells.loc[cells["status"] == "FINISHED", "run_id"]) if len(cells) else set()
-            if finished_before:
-                break
+            finished_before = {r.info.run_id for r in runs(results, "cell") if r.info.status == "FINISHED"}
     assert driver.poll() is None, "the sweep ended before it could be killed:\n" + log.read_text()[-3000:]
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
@@ -126,12 +117,11 @@ def test_kill_9_of_the_driver_then_resume_finishes_the_rest_without_duplicates(f
 
     resumed = run(cmd)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    cells = all_runs(results, "cell")
-    assert sorted(cells["tags.mlflow.runName"]) == sorted(SMOKE_CELLS)  # exactly one active run per cell
-    assert set(cells["status"]) == {"FINISHED"}
-    assert finished_before <= set(cells["run_id"])  # cells finished before the kill were not run again
-    teachers = all_runs(results, "teacher")
-    assert (teachers["status"] == "FINISHED").sum() == 1
+    cells = runs(results, "cell")
+    assert sorted(r.info.run_name for r in cells) == sorted(SMOKE_CELLS)  # exactly one active run per cell
+    assert {r.info.status for r in cells} == {"FINISHED"}
+    assert finished_before <= {r.info.run_id for r in cells}  # cells finished before the kill were not run again
+    assert [t.info.status for t in runs(results, "teacher")] == ["FINISHED"]
 
 
 def test_injected_faults_are_retried_and_a_persistent_one_fails_alone(fashion_tiny, tmp_path):
@@ -139,54 +129,28 @@ def test_injected_faults_are_retried_and_a_persistent_one_fails_alone(fashion_ti
     proc = run(sweep_command(fashion_tiny, results, "--no-tables", "--max-failures", "1"),
                RAYDISTILL_INJECT_FAULT="ipc1-e1:1,ipc10-e3")
     assert proc.returncode == 1
-    assert "failed cells: fashion-mnist-baseline-kmeans-grad-l1-ipc10-e3-s0" in proc.stderr
-    cells = all_runs(results, "cell").set_index("tags.mlflow.runName")
-    assert sorted(cells.index) == sorted(SMOKE_CELLS)
-    assert cells.loc["fashion-mnist-baseline-kmeans-grad-l1-ipc10-e3-s0", "status"] == "FAILED"
-    assert (cells.drop("fashion-mnist-baseline-kmeans-grad-l1-ipc10-e3-s0")["status"] == "FINISHED").all()
-    assert (results / "faults" / "fashion-mnist-baseline-kmeans-grad-l1-ipc1-e1-s0").read_text() == "2"
-    assert (results / "faults" / "fashion-mnist-baseline-kmeans-grad-l1-ipc10-e3-s0").read_text() == "2"
-    assert all_runs(results, "sweep")["status"].tolist() == ["FAILED"]
+    assert "failed: kmeans-grad-l1-ipc10-e3: RuntimeError: injected fault" in proc.stderr
+    cells = {r.info.run_name: r for r in runs(results, "cell")}
+    assert sorted(cells) == sorted(SMOKE_CELLS)
+    assert cells.pop("kmeans-grad-l1-ipc10-e3").info.status == "FAILED"
+    assert {r.info.status for r in cells.values()} == {"FINISHED"}
+    assert (results / "faults" / "kmeans-grad-l1-ipc1-e1").read_text() == "2"
+    assert (results / "faults" / "kmeans-grad-l1-ipc10-e3").read_text() == "2"
+    assert [r.info.status for r in runs(results, "sweep")] == ["FAILED"]
 
 
-# ---- bad input: each fails before Ray starts or any trial runs -----------------------------------
-
-def args_for(data: Path, results: Path, **extra) -> Namespace:
-    base = dict(data_root=str(data), download=False, results=results, tracking_uri=None, address=None,
-                max_concurrent=None, seeds=[0], name=None, max_failures=0, dry_run=False)
-    return Namespace(**{**base, **extra})
-
-
-@pytest.mark.parametrize("part,message", [
-    ({"dataset": ["fashion-mnist"], "model": ["vgg16"]}, "unknown model 'vgg16'"),
-    ({"dataset": ["svhn"]}, "unknown dataset 'svhn'"),
-    ({"dataset": ["fashion-mnist"], "method": ["kmeans"], "modifier": ["grad-l3"]}, "unknown modifier 'grad-l3'"),
-    ({"dataset": ["fashion-mnist"], "epochs": [0]}, "teacher-epochs must be a positive integer"),
-    ({"dataset": ["fashion-mnist"], "ipc": [13]}, "ipc 13 is larger than the smallest class"),
-    ({"dataset": ["fashion-mnist"], "colour": ["red"]}, "unexpected keyword argument 'colour'"),
-])
-def test_bad_grid_fails_before_any_trial(part, message, fashion_tiny, tmp_path, capsys):
-    code = run_sweep(Grid("bad", [part]), args_for(fashion_tiny, tmp_path / "r"))
-    assert code == 2 and message in capsys.readouterr().err
-    assert not ray.is_initialized() and not (tmp_path / "r").exists()
-
-
-def test_missing_data_root_fails_before_any_trial(tmp_path, capsys):
-    code = run_sweep(Grid("bad", [{"dataset": ["fashion-mnist"]}]), args_for(tmp_path / "nowhere", tmp_path / "r"))
-    assert code == 2 and "missing train-images-idx3-ubyte" in capsys.readouterr().err
-    assert not ray.is_initialized()
-
-
-def test_unreachable_tracking_server_fails_before_any_trial(fashion_tiny, tmp_path, capsys):
-    code = run_sweep(Grid("bad", [{"dataset": ["fashion-mnist"]}]),
-                     args_for(fashion_tiny, tmp_path / "r", tracking_uri="http://127.0.0.1:9"))
-    assert code == 2 and "MLflow tracking server http://127.0.0.1:9 is not reachable" in capsys.readouterr().err
-    assert not ray.is_initialized()
-
-
-def test_dry_run_prints_cells_and_resources(fashion_tiny, tmp_path):
-    proc = run(sweep_command(fashion_tiny, tmp_path / "r", "--dry-run"))
-    assert proc.returncode == 0
-    assert all(cell in proc.stdout for cell in SMOKE_CELLS)
-    assert "5 cells, 4 with a teacher; teacher epochs: 3 with reuse, 8 without" in proc.stdout
-    assert not (tmp_path / "r").exists()
+def test_a_failed_teacher_fails_its_cells_with_its_error_and_the_same_command_retries_it(fashion_tiny, tmp_path):
+    results = tmp_path / "teacher"
+    cmd = sweep_command(fashion_tiny, results, "--no-tables", "--max-failures", "0")
+    proc = run(cmd, RAYDISTILL_INJECT_FAULT="teacher-")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    cells = {r.info.run_name: r for r in runs(results, "cell")}
+    assert cells.pop("full-e3").info.status == "FINISHED"  # needs no teacher
+    for cell in cells.values():
+        assert cell.info.status == "FAILED"
+        error = cell.data.tags["raydistill.error"]
+        assert error.startswith("teacher teacher-baseline-") and "RuntimeError: injected fault" in error
+    retried = run(cmd)
+    assert retried.returncode == 0, retried.stderr[-3000:]
+    assert {r.info.status for r in runs(results, "cell")} == {"FINISHED"} and len(runs(results, "cell")) == 5
+    assert len([r for r in runs(results, "cell", deleted=True) if r.info.lifecycle_stage == "deleted"]) == 4

@@ -138,22 +138,24 @@ class Interrupt:
         return self.event.is_set()
 
 
-def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None,
+def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None, callbacks: Sequence = (),
               release_on: str = "milestone") -> SweepOutcome:
     """Check everything, then run (or continue) the sweep. Raises ConfigError on bad input before
-    anything is created; otherwise returns the outcome (complete, failed or interrupted)."""
+    anything is created; otherwise returns the outcome (complete, failed or interrupted).
+    `callbacks` are extra Ray Tune callbacks (e.g. to watch the trials' reports)."""
     cells = plan(grid, options)
     name = options.name or grid.name
     results = options.results.expanduser().resolve()
+    uri = options.tracking_uri or tracking.local_store(results)
+    from raydistill.tracking_server import verify_tracking
+
+    if options.tracking_uri is not None:
+        verify_tracking(uri)
+    check_address(options.address)
     check_results_dir(results)
     with FileLock(results / ".locks" / f"{name}.lock", f"sweep {name!r} in {results}"), Interrupt() as stop:
-        uri = options.tracking_uri or tracking.local_store(results)
-        from raydistill.tracking_server import verify_tracking
-
-        verify_tracking(uri)
-        tracking.init_store(uri)
-        check_address(options.address)
         datasets = load_and_check(cells)
+        tracking.init_store(uri)
         experiment_id = tracking.ensure_experiment(uri, name, results / "mlartifacts")
         outcome = SweepOutcome(name, uri, cells)
         finished = tracking.finished_cells(uri, experiment_id)
@@ -164,7 +166,7 @@ def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None,
         try:
             if todo and not stop.set:
                 _tune(name, todo, datasets, uri, experiment_id, outcome.sweep_run_id, results, options, stop,
-                      console, release_on)
+                      console, list(callbacks), release_on)
         finally:
             outcome.interrupted = stop.set
             _settle(outcome, experiment_id)
@@ -172,7 +174,8 @@ def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None,
 
 
 def _tune(name: str, todo: Sequence[Cell], datasets: dict, uri: str, experiment_id: str, sweep_run_id: str,
-          results: Path, options: SweepOptions, stop: Interrupt, console: Console | None, release_on: str) -> None:
+          results: Path, options: SweepOptions, stop: Interrupt, console: Console | None, callbacks: list,
+          release_on: str) -> None:
     import ray
     from ray import tune
 
@@ -207,16 +210,32 @@ def _tune(name: str, todo: Sequence[Cell], datasets: dict, uri: str, experiment_
                                         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(name=f"{name}-{stamp}", storage_path=str(results / "ray_results"),
                                       failure_config=tune.FailureConfig(max_failures=options.max_failures),
-                                      stop=_StopAll(stop), verbose=0, callbacks=[status]),
+                                      stop=_StopAll(stop), verbose=0, callbacks=[status, *callbacks]),
         )
         tuner.fit()
-        for key, names in searcher.dropped.items():
-            error = status.errors.get(key, "its trial ended before this milestone")
-            for cell in (c for c in todo if c.name in names):
-                tracking.record_failed_cell(uri, experiment_id, cell.name, _failed_tags(cell, name, sweep_run_id),
-                                            cell.config.to_dict(), f"teacher {jobs[key].name} failed: {error}")
+        _record_failures(todo, jobs, searcher.dropped, status.errors, uri, experiment_id, name, sweep_run_id)
     finally:
         ray.shutdown()
+
+
+def _record_failures(todo: Sequence[Cell], jobs: dict[str, TeacherJob], dropped: dict[str, list[str]],
+                     errors: dict[str, str], uri: str, experiment_id: str, sweep: str, sweep_run_id: str) -> None:
+    """A FAILED run, with the error, for every cell that could not leave one itself: its teacher
+    failed, or its trial failed before its MLflow run existed."""
+    logged = {r.data.tags.get(tracking.CELL_KEY) for r in tracking.cell_runs(uri, experiment_id)
+              if r.info.status in ("FINISHED", "FAILED")}
+    for cell in todo:
+        if cell.key in logged:
+            continue
+        if cell.teacher_key in dropped and cell.name in dropped[cell.teacher_key]:
+            error = errors.get(cell.teacher_key, "its trial ended before this milestone")
+            error = f"teacher {jobs[cell.teacher_key].name} failed: {error}"
+        elif cell.key in errors:
+            error = errors[cell.key]
+        else:
+            continue
+        tracking.record_failed_cell(uri, experiment_id, cell.name, _failed_tags(cell, sweep, sweep_run_id),
+                                    cell.config.to_dict(), error)
 
 
 class _StopAll(Stopper):

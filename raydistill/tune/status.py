@@ -5,6 +5,7 @@ It also keeps each failed trial's error for the runner."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from collections.abc import Callable
 
 from ray.tune import Callback
@@ -64,7 +65,9 @@ class StatusLog(Callback):
 
 
 def _error(trial) -> str:
-    """The last line of the trial's error (the exception's type and message)."""
-    error = trial.get_pickled_error() or trial.get_error()
-    lines = [line for line in str(error or "").strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "error"
+    """The last line of the trial's error (the exception's type and message), from the error file
+    Tune has just written on the driver."""
+    path = trial.error_file
+    text = Path(path).read_text(errors="replace") if path and Path(path).is_file() else ""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Failure # ")]
+    return lines[-1] if lines else "error (no message)"

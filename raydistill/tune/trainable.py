@@ -26,8 +26,8 @@ REPORT_SECONDS_ENV = "RAYDISTILL_REPORT_SECONDS"  # the least time between two p
 
 def run_job(config: dict, datasets: dict[str, Dataset]) -> None:
     job, ctx = config["job"], config["ctx"]
-    _maybe_fail(job["name"], Path(ctx["results_dir"]))
     if job["kind"] == "teacher":
+        _maybe_fail(job["name"], Path(ctx["results_dir"]))
         teacher = TeacherJob(job["key"], TrialConfig(**job["trial"]), tuple(job["milestones"]), job["per_image_norms"])
         train_and_log(teacher, datasets[job["data_key"]], uri=ctx["tracking_uri"], experiment_id=ctx["experiment_id"],
                       report=Reporter())
@@ -82,6 +82,7 @@ def run_cell(cell: dict, ctx: dict, data: Dataset) -> None:
             run_id = tracking.teacher_holding(uri, experiment_id, cell["teacher"], cfg.teacher_epochs)
             return tracking.load_snapshot(uri, run_id, cfg.teacher_epochs)
     try:
+        _maybe_fail(cell["name"], Path(ctx["results_dir"]))
         result = run_trial(cfg, data, teacher=teacher, progress=progress)
         history.flush()
         _log(mlf, result, positive_index(cfg, result.classes))
