@@ -16,7 +16,7 @@ from torch import nn
 from raydistill import models
 from raydistill.data import Dataset, DeviceData
 from raydistill.distill.modifiers import per_sample_grad_l1
-from raydistill.train import fit, predict_proba
+from raydistill.train import EpochStats, fit, predict_proba
 
 
 @dataclass
@@ -56,14 +56,14 @@ def train_teacher(
     model = models.build(name, data.shape, data.num_classes, data.mean, data.std).to(device)
     clock = {"train": 0.0, "start": time.perf_counter()}
 
-    def snapshot(epoch: int, net: nn.Module, last_l1: float) -> None:
+    def snapshot(epoch: int, net: nn.Module, stats: EpochStats) -> None:
         if epoch not in wanted:
             return
         clock["train"] += time.perf_counter() - clock["start"]
         proba = predict_proba(net, tensors.x_test)
         accuracy = float((proba.argmax(1) == tensors.y_test.cpu()).float().mean())
         snap = TeacherSnapshot(epoch, {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
-                               last_l1, accuracy, clock["train"])
+                               stats.last_step_l1, accuracy, clock["train"])
         if with_grad_l1:
             start = time.perf_counter()
             snap.grad_l1 = per_sample_grad_l1(net, tensors.x_train, tensors.y_train).cpu()

@@ -101,6 +101,6 @@ def test_last_step_l1_reported_by_training_is_the_final_gradient_norm():
     F.cross_entropy(reference(x), y).backward()
     expected = sum(p.grad.abs().sum() for p in reference.parameters()).item()
     seen = []
-    fit(tiny_linear(), x, y, 2, batch_size=8, on_epoch=lambda epoch, model, l1: seen.append(l1))
+    fit(tiny_linear(), x, y, 2, batch_size=8, on_epoch=lambda epoch, model, stats: seen.append(stats.last_step_l1))
     assert seen[0] == pytest.approx(expected, rel=1e-5)
     assert seen[1] != pytest.approx(expected, rel=1e-3)  # weights moved after one Adam step
