@@ -40,19 +40,24 @@ class TrackingServer:
     uri: str
     root: Path
     process: subprocess.Popen
+    log_offset: int = 0  # where this start's lines begin in the (appended) log
 
     @property
     def log_path(self) -> Path:
         return self.root / LOG_NAME
 
-    def log_tail(self, lines: int = 5) -> str:
-        """The last lines of the server's log on one line, for error messages."""
+    def log_tail(self) -> str:
+        """This start's last error lines and last lines, on one line, for error messages."""
         try:
-            text = self.log_path.read_text(errors="replace")
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_offset)
+                text = f.read().decode(errors="replace")
         except OSError:
             return "no server log"
-        tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
-        return "server log: " + " | ".join(tail) if tail else "server log is empty"
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        errors = [line for line in lines if "error" in line.lower()]
+        shown = list(dict.fromkeys(errors[-2:] + lines[-3:]))
+        return "server log: " + " | ".join(shown) if shown else "server log is empty"
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM to the whole group (uvicorn's workers too), SIGKILL whatever is left after `timeout`."""
@@ -84,7 +89,12 @@ def start_server(root: str | Path, host: str = "127.0.0.1", port: int = 5000, *,
     root = Path(root).resolve()
     (root / "artifacts").mkdir(parents=True, exist_ok=True)
     uri = f"http://{host}:{port}"
-    if _listening(_connect_host(host), port):
+    if not 0 < port < 65536:
+        raise ConfigError(f"port {port} is out of range (1-65535)")
+    if host in ("", "0.0.0.0", "::"):
+        raise ConfigError("the MLflow server has no authentication: bind it to loopback or to a private "
+                          "address, not to every interface")
+    if _listening(host, port):
         # Else /health could be answered by that other server while ours dies on the busy port.
         raise ConfigError(f"{host}:{port} is already in use (another MLflow server?); stop it or choose another port")
     db_uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -97,13 +107,14 @@ def start_server(root: str | Path, host: str = "127.0.0.1", port: int = 5000, *,
                "--allowed-hosts", ",".join(hosts), "--cors-allowed-origins", ",".join(origins)]
     # No job runner: it serves GenAI features only and adds eight processes.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    log_offset = (root / LOG_NAME).stat().st_size if (root / LOG_NAME).exists() else 0
     with open(root / LOG_NAME, "ab") as log:
         # Its own session: Ctrl-C in a terminal reaches our main(), which stops the whole group.
         process = subprocess.Popen(command, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
-    server = TrackingServer(uri, root, process)
+    server = TrackingServer(uri, root, process, log_offset)
     try:
-        _wait_healthy(server, f"http://{_connect_host(host)}:{port}/health", timeout)
+        _wait_healthy(server, f"{uri}/health", timeout)
     except BaseException:
         server.stop()
         raise
@@ -147,14 +158,13 @@ def verify_tracking(uri: str, timeout: float = 5.0) -> None:
 
 # ---- helpers ----------------------------------------------------------------------------------
 
-def _connect_host(host: str) -> str:
-    return "127.0.0.1" if host in ("", "0.0.0.0") else host
-
-
 def _listening(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(1.0)
-        return sock.connect_ex((host, port)) == 0
+        try:
+            return sock.connect_ex((host, port)) == 0
+        except OSError as err:  # e.g. a host name that does not resolve
+            raise ConfigError(f"cannot use host {host!r}: {err}") from None
 
 
 def _signal_group(pgid: int, sig: int) -> bool:

@@ -17,7 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PRECISIONS = ("fp32", "tf32", "bf16")
+from raydistill.config import PRECISIONS, ConfigError
+
+# graphs of one compiled function kept per process: each model, batch shape and option set is one,
+# and past torch's default of 8 the step would silently run eagerly
+COMPILED_GRAPHS = 64
 
 
 @dataclass(frozen=True)
@@ -39,16 +43,16 @@ class SpeedOptions:
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
-            raise config_error(f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
+            raise ConfigError(f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
 
     def check(self, device: torch.device) -> None:
         """Raise ConfigError when these options cannot run on `device`, before any compute."""
         if self.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise config_error(f"precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support")
+            raise ConfigError(f"precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support")
         if self.compile:
             problem = compile_problem(device)
             if problem:
-                raise config_error(f"compile on {device.type}: {problem}")
+                raise ConfigError(f"compile on {device.type}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -61,13 +65,6 @@ class EpochStats:
 
 
 EpochCallback = Callable[[int, nn.Module, EpochStats], None]
-
-
-def config_error(message: str) -> ValueError:
-    # imported here: the trial config imports this module's options
-    from raydistill.config import ConfigError
-
-    return ConfigError(message)
 
 
 def compile_problem(device: torch.device) -> str | None:
@@ -138,10 +135,18 @@ def compiled(fn: Callable, speed: SpeedOptions, device: torch.device) -> Callabl
 
 @contextlib.contextmanager
 def numerics(speed: SpeedOptions, device: torch.device) -> Iterator[None]:
-    """TF32 on CUDA while inside; the caller's flags come back on exit."""
-    if speed.precision != "tf32" or device.type != "cuda":
+    """TF32 on CUDA, and room for COMPILED_GRAPHS graphs, while inside; the caller's settings
+    come back on exit."""
+    with contextlib.ExitStack() as stack:
+        if speed.compile:
+            stack.enter_context(torch._dynamo.config.patch(recompile_limit=COMPILED_GRAPHS))
+        if speed.precision == "tf32" and device.type == "cuda":
+            stack.enter_context(tf32())
         yield
-        return
+
+
+@contextlib.contextmanager
+def tf32() -> Iterator[None]:
     matmul, conv = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
     torch.set_float32_matmul_precision("high")
     torch.backends.cudnn.allow_tf32 = True

@@ -219,3 +219,19 @@ def test_both_clusters_share_image_setup_and_mlflow():
         return [c for c in cfg["head_start_ray_commands"] if "tracking_server" in c]
 
     assert mlflow_cmd(aws) == mlflow_cmd(local)
+
+
+def test_fake_autoscaler_config_is_complete(schema):
+    """scripts/fake-autoscaler.yaml is read as it is (the fake provider's defaults file is not in the
+    wheel), so it must be complete and valid by itself, with GPU workers launched only on demand."""
+    cfg = yaml.safe_load((REPO_ROOT / "scripts" / "fake-autoscaler.yaml").read_text())
+    jsonschema.validate(cfg, schema)
+    for key in ("file_mounts", "cluster_synced_files", "worker_setup_commands", "worker_start_ray_commands",
+                "head_node_type", "idle_timeout_minutes"):
+        assert key in cfg, key
+    assert cfg["provider"]["type"] == "fake_multinode"
+    gpu_types = [t for name, t in cfg["available_node_types"].items()
+                 if name != cfg["head_node_type"] and t["resources"].get("GPU", 0) >= 1]
+    assert gpu_types and all(t["min_workers"] == 0 for t in gpu_types)
+    assert cfg["available_node_types"][cfg["head_node_type"]]["resources"].get("GPU", 0) == 0
+    assert cfg["idle_timeout_minutes"] <= 0.5, "scale-down must be visible within the demo"

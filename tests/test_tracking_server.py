@@ -103,6 +103,25 @@ def test_second_server_on_a_busy_port_fails_at_once(server, tmp_path):
     assert time.monotonic() - started < 5
 
 
+def test_server_that_dies_on_start_is_one_line_with_its_log(tmp_path):
+    with socket.socket() as taken:  # bound, not listening: our port check passes, uvicorn's bind fails
+        taken.bind(("127.0.0.1", 0))
+        with pytest.raises(ConfigError) as info:
+            start_server(tmp_path, port=taken.getsockname()[1], workers=1, timeout=HEALTH_TIMEOUT)
+    message = str(info.value)
+    assert "before answering /health" in message and "address already in use" in message.lower(), message
+    assert "\n" not in message
+
+
+def test_bad_host_or_port_fails_before_starting(tmp_path):
+    with pytest.raises(ConfigError, match="out of range"):
+        start_server(tmp_path, port=70000)
+    with pytest.raises(ConfigError, match="cannot use host"):
+        start_server(tmp_path, host="no-such-host.invalid", port=free_port())
+    with pytest.raises(ConfigError, match="every interface"):
+        start_server(tmp_path, host="0.0.0.0", port=free_port())
+
+
 def test_host_name_not_allowed_is_named(server):
     name = socket.gethostname()
     try:
