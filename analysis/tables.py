@@ -25,7 +25,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
-from analysis import plots, report
+from analysis import audit, plots, report, verdict
 from analysis.paper import PaperNumbers, load_paper
 from analysis.runs import full_data, load_cells, ordered, paper_method, select
 from raydistill.tracking import check_reachable, local_store
@@ -298,6 +298,21 @@ def provenance(cells: pd.DataFrame, experiment: str) -> list[str]:
     ]
 
 
+def forensics_table(cells: pd.DataFrame, forensic: pd.DataFrame) -> Table:
+    """The verdict (analysis/verdict.py) as a Table: every row but the honest one is a hypothesis."""
+    both = pd.concat([cells, forensic], ignore_index=True)
+    frame = verdict.verdict_table(both).map(verdict._text).set_index("hypothesis")
+    return Table("forensics_verdict", verdict.TITLE, verdict.plain_words(verdict.verdict_table(both), both), frame)
+
+
+def audit_table() -> Table:
+    """The audit's flagged findings (analysis/audit.py): each names the paper's table, row and column."""
+    findings = audit.frame(audit.audit())
+    shown = findings[audit.flagged(findings)].set_index(["rule", "table", "row", "column"])
+    return Table("audit_flagged", "Audit of the paper's printed numbers: the flagged findings",
+                 audit.summary_markdown() + "\n\nEvery finding, flagged or not: `audit.md`.", shown)
+
+
 def write_report(
     cells: pd.DataFrame,
     paper: PaperNumbers,
@@ -305,11 +320,19 @@ def write_report(
     experiment: str,
     binary_dataset: str = "ocid",
     tracking_uri: str | None = None,
+    forensic: pd.DataFrame | None = None,
 ) -> list[Path]:
-    """Write every table, the plots, ``all_tables.md`` and ``report.html`` into ``out``; return the written paths."""
+    """Write every table, the plots, the audit of the paper's numbers, ``all_tables.md`` and
+    ``report.html`` into ``out``; return the written paths. `forensic` runs (hypotheses) only
+    feed the forensics verdict, never the honest tables."""
     out.mkdir(parents=True, exist_ok=True)
     tables = build_tables(cells, paper, binary_dataset)
     paths = [path for table in tables for path in write_table(table, out)]
+    if forensic is not None and not forensic.empty:
+        paths += verdict.write_verdict(pd.concat([cells, forensic], ignore_index=True), out)
+        tables.append(forensics_table(cells, forensic))
+    paths += audit.write_audit(out)
+    tables.append(audit_table())
     figures = plots.accuracy_plots(cells, paper, out) + plots.galleries(cells, out, tracking_uri)
     how = provenance(cells, experiment)
     sections = [
@@ -353,7 +376,8 @@ def write_for_sweep(experiment: str, results: Path, tracking_uri: str | None = N
     """A sweep's tables, plots and report into RESULTS/tables/EXPERIMENT (default store: the sweep's own)."""
     out = results / "tables" / experiment
     uri = tracking_uri or local_store(results)
-    write_report(load_cells(experiment, uri), load_paper(), out, experiment, tracking_uri=uri)
+    write_report(load_cells(experiment, uri), load_paper(), out, experiment, tracking_uri=uri,
+                 forensic=load_cells(experiment, uri, forensics=True))
     return out
 
 
@@ -387,7 +411,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         check_out(out)
         check_store(uri)
         paths = write_report(load_cells(args.experiment, uri), load_paper(), out, args.experiment,
-                             args.binary_dataset, uri)
+                             args.binary_dataset, uri, forensic=load_cells(args.experiment, uri, forensics=True))
     except SQLAlchemyError as err:  # e.g. a file that is not an MLflow database
         return _fail(cli, f"cannot read the MLflow store {uri}: {getattr(err, 'orig', None) or err}")
     except (ValueError, OSError, MlflowException) as err:

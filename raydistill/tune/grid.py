@@ -96,7 +96,8 @@ def expand(grid: Grid, **overrides: object) -> list[Cell]:
     return [Cell(key, name, cfg) for (key, cfg), name in zip(configs.items(), names, strict=True)]
 
 
-NAME_FIELDS = ("dataset", "model", "method", "modifier", "ipc", "student_epochs", "teacher_epochs", "protocol", "seed")
+NAME_FIELDS = ("dataset", "model", "method", "modifier", "ipc", "student_epochs", "teacher_epochs", "protocol",
+               "hypothesis", "seed")
 SHORT = {"student_epochs": "e", "teacher_epochs": "te", "ipc": "ipc", "seed": "s"}
 
 
@@ -125,6 +126,8 @@ def _part(cfg: TrialConfig, name: str) -> str:
         return ""
     if name == "teacher_epochs" and (not cfg.needs_teacher or cfg.teacher_epochs == cfg.student_epochs):
         return ""
+    if name == "hypothesis":
+        return "" if cfg.hypothesis == "honest" else cfg.hypothesis
     value = getattr(cfg, name)
     return f"{SHORT[name]}{value}" if name in SHORT else str(value)
 

@@ -255,14 +255,15 @@ class _StopAll(Stopper):
 
 
 def _teacher_config(job: TeacherJob, gpus: bool, done: set[int]) -> dict:
-    return {"job": {"kind": "teacher", "key": job.key, "name": job.name, "trial": job.config.to_dict(),
+    return {"job": {"kind": "teacher", "priority": 0, "key": job.key, "name": job.name, "trial": job.config.to_dict(),
                     "milestones": sorted(set(job.milestones) - done), "per_image_norms": job.per_image_norms,
                     "data_key": f"{job.config.dataset}|{job.config.resize}",
                     "resources": resources(job.config, gpus)}}
 
 
 def _cell_config(cell: Cell, gpus: bool) -> dict:
-    return {"job": {"kind": "cell", "key": cell.key, "name": cell.name, "trial": cell.config.to_dict(),
+    return {"job": {"kind": "cell", "priority": 2 if cell.config.is_forensics else 1, "key": cell.key,
+                    "name": cell.name, "trial": cell.config.to_dict(),
                     "teacher": cell.teacher_key, "data_key": cell.data_key, "resources": resources(cell.config, gpus)}}
 
 

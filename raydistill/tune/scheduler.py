@@ -1,5 +1,7 @@
 """The order of a sweep's trials: teachers first, each cell as soon as its teacher's milestone
-exists, so that no trial ever holds a CPU or GPU share while waiting for another.
+exists, so that no trial ever holds a CPU or GPU share while waiting for another. Among the
+trials that can start, teachers go first, then honest cells, then forensics hypotheses, each in
+grid order (a sweep stopped early has its reference cells).
 
 A Ray Tune Searcher hands out trial configs. Teacher trials report `milestone` when a snapshot is
 in MLflow; that releases the cells that need it, while the teacher trains on toward its largest
@@ -10,7 +12,8 @@ with the teacher's error, by the runner).
 
 from __future__ import annotations
 
-from collections import deque
+import heapq
+import itertools
 from collections.abc import Iterable
 
 from ray.tune.search import Searcher
@@ -25,7 +28,9 @@ class CellReleaser(Searcher):
         key already holds. `release_on="complete"` releases cells only when their teacher's trial
         has ended (the two-stage design, kept for the benchmark that compares the two)."""
         super().__init__()
-        self.ready: deque[dict] = deque(config for _, config in teachers)
+        self.ready: list[tuple[int, int, dict]] = []
+        self.order = itertools.count()
+        self._release(config for _, config in teachers)
         self.waiting: dict[tuple[str, int], list[dict]] = {}
         self.done = {key: set(epochs) for key, epochs in done.items()}
         self.release_on = release_on
@@ -35,10 +40,14 @@ class CellReleaser(Searcher):
         for cell, config in cells:
             tkey = cell.teacher_key
             if tkey is None or cell.config.teacher_epochs in self.done.get(tkey, set()):
-                self.ready.append(config)
+                self._release([config])
             else:
                 self.waiting.setdefault((tkey, cell.config.teacher_epochs), []).append(config)
         self.total = len(self.ready) + sum(len(v) for v in self.waiting.values())
+
+    def _release(self, configs: Iterable[dict]) -> None:
+        for config in configs:
+            heapq.heappush(self.ready, (config["job"]["priority"], next(self.order), config))
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True
@@ -51,7 +60,7 @@ class CellReleaser(Searcher):
 
     def suggest(self, trial_id: str) -> dict | str | None:
         if self.ready:
-            config = self.ready.popleft()
+            config = heapq.heappop(self.ready)[2]
             if config["job"]["kind"] == "teacher":
                 self.trial_teacher[trial_id] = config["job"]["key"]
             return config
@@ -63,7 +72,7 @@ class CellReleaser(Searcher):
             key = self.trial_teacher[trial_id]
             self.done.setdefault(key, set()).add(int(epoch))
             if self.release_on == "milestone":
-                self.ready.extend(self.waiting.pop((key, int(epoch)), []))
+                self._release(self.waiting.pop((key, int(epoch)), []))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         key = self.trial_teacher.pop(trial_id, None)
@@ -75,4 +84,4 @@ class CellReleaser(Searcher):
                 self.failed_teachers.add(key)
                 self.dropped.setdefault(key, []).extend(c["job"]["name"] for c in configs)
             else:
-                self.ready.extend(configs)
+                self._release(configs)
