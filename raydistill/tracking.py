@@ -85,7 +85,9 @@ def ensure_experiment(uri: str, name: str, artifact_root: Path | None) -> str:
     if experiment is not None:
         return experiment.experiment_id
     location = None if not uri.startswith(SQLITE) or artifact_root is None else (artifact_root.resolve() / name).as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    # MLflow 3's UI opens an experiment of this kind in its classic model-training view, not the GenAI one
+    return client.create_experiment(name, artifact_location=location,
+                                    tags={"mlflow.experimentKind": "custom_model_development"})
 
 
 def search(uri: str, experiment_id: str, role: str) -> list[Run]:
