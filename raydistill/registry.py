@@ -84,6 +84,15 @@ class Registry(Generic[T]):
             raise ConfigError(f"unknown {self.axis} {name!r}; allowed: {', '.join(self.names())}")
 
 
+def markdown() -> str:
+    """Every axis as a markdown table (name, what it is): the README's tables are this output."""
+    blocks = []
+    for axis, registry in AXES.items():
+        rows = "\n".join(f"| `{e.name}` | {e.description} |" for e in registry.entries())
+        blocks.append(f"| {axis} | what it is |\n|---|---|\n{rows}")
+    return "\n\n".join(blocks)
+
+
 DATASETS: Registry = Registry("dataset", ("raydistill.data",))
 MODELS: Registry = Registry("model", ("raydistill.models",))
 METHODS: Registry = Registry("method", ("raydistill.distill.methods",))
