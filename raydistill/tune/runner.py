@@ -184,7 +184,7 @@ def _tune(name: str, todo: Sequence[Cell], datasets: dict, uri: str, experiment_
     from raydistill.tune.trainable import run_job
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter at verbose 0 prints nothing; StatusLog does
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no TensorBoard files (and no hint about them)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C is ours (Interrupt): Tune's would end trials as errors
     held = tracking.teachers(uri, experiment_id)
     jobs = teacher_jobs(todo)
     done = {key: held.get(key, ("", set()))[1] for key in jobs}
