@@ -10,6 +10,8 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from raydistill.config import FORENSICS
+
 log = logging.getLogger(__name__)
 
 CELL_FILTER = "tags.`raydistill.role` = 'cell'"
@@ -18,7 +20,7 @@ INT_PARAMS = ("ipc", "teacher_epochs", "student_epochs", "seed", "train_limit")
 METRICS = ("accuracy", "sensitivity", "specificity", "auc", "teacher_accuracy", "accuracy_std", "time_total_s")
 FORENSICS_TAG, HYPOTHESIS_TAG = "tags.raydistill.forensics", "tags.raydistill.hypothesis"
 TAGS = ("tags.device", "tags.kmeans_backend", "tags.git_commit", "tags.raydistill.cell", FORENSICS_TAG, HYPOTHESIS_TAG)
-KNOBS = {"score_on": "test", "student_init": "fresh", "pixel_scale": "unit", "leak_test": False, "epoch_pick": "last"}
+KNOBS = {knob: values[0] for knob, values in FORENSICS.items()}  # the honest defaults
 HONEST = "honest"
 
 
@@ -76,8 +78,9 @@ def _with_knobs(runs: pd.DataFrame) -> pd.DataFrame:
             values = values.map(lambda v: str(v).strip().lower() in ("true", "1", "on"), na_action="ignore")
         runs[knob] = values.where(values.notna(), default).astype(type(default))
 
-    def knobs_set(run: pd.Series) -> str:
-        return "+".join(sorted(f"{k}={'on' if run[k] is True else run[k]}" for k, d in KNOBS.items() if run[k] != d))
+    def knobs_set(run: pd.Series) -> str:  # the same label as TrialConfig.hypothesis writes into the tag
+        return "+".join(f"{k}={str(run[k]).lower() if isinstance(run[k], bool) else run[k]}"
+                        for k, d in KNOBS.items() if run[k] != d)
 
     derived = runs.apply(knobs_set, axis=1).astype("str") if len(runs) else pd.Series("", index=runs.index, dtype="str")
     tag = runs[HYPOTHESIS_TAG].fillna("").astype("str")

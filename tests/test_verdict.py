@@ -61,9 +61,9 @@ def test_honest_tables_never_see_forensics_runs(store: str) -> None:
     assert honest["leak_test"].dtype == bool and not honest["leak_test"].any()
     forensics = load_cells(EXPERIMENT, store, forensics=True)
     assert len(forensics) == 9 and forensics["forensics"].all()
-    assert forensics["hypothesis"].value_counts().to_dict() == {FIT: 7, "pixel_scale=byte": 1, "leak_test=on": 1}
+    assert forensics["hypothesis"].value_counts().to_dict() == {FIT: 7, "pixel_scale=byte": 1, "leak_test=true": 1}
     assert set(forensics["run_id"]).isdisjoint(honest["run_id"])
-    assert set(forensics.loc[forensics["hypothesis"] == "leak_test=on", "leak_test"]) == {True}
+    assert set(forensics.loc[forensics["hypothesis"] == "leak_test=true", "leak_test"]) == {True}
 
 
 def test_verdict_counts_mae_and_shapes(store: str) -> None:
