@@ -86,14 +86,20 @@ def add_parser(sub) -> None:
 
 
 def check_out(out: Path) -> None:
-    """--out is a folder we can write to (checked before any compute)."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder")
-    target = out
-    while not target.exists():
-        target = target.parent
-    if not target.is_dir() or not os.access(target, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {out} cannot be written ({target} is not a writable folder)")
+    """--out is, or can become, a folder we can write to, checked before any compute by creating
+    and removing a file in its nearest existing folder: permission bits alone cannot tell (root
+    ignores them; read-only and virtual file systems refuse anyway)."""
+    try:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} is a file; give a folder")
+        target = next(p for p in (out, *out.absolute().parents) if p.exists())
+        if not target.is_dir():
+            raise ConfigError(f"--out {out} cannot be written ({target} is a file, not a folder)")
+        probe = target / f".raydistill-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"--out {out} cannot be written ({err.strerror or err})") from None
 
 
 class Bars:
