@@ -28,7 +28,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, rest = p.parse_known_args(argv)  # a REMAINDER positional would not take leading options
+    if rest and not getattr(args, "forward", False):
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.forwarded = rest
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

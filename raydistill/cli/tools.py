@@ -12,8 +12,7 @@ from raydistill.errors import ConfigError
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("tables", help="write the comparison tables, plots and HTML report of a sweep", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(handler=handle_tables)
+    p.set_defaults(handler=handle_tables, forward=True)  # every argument goes to analysis/tables.py
 
     p = sub.add_parser("audit", help="audit the paper's printed numbers for internal consistency (no training)",
                        description="Check every number the paper prints against its own other numbers, rounding, "
@@ -41,7 +40,7 @@ def handle_tables(args: argparse.Namespace) -> int:
     """analysis/tables.py's own command line (its --help says every option)."""
     from analysis import tables
 
-    return tables.main(args.rest, prog="raydistill tables")
+    return tables.main(args.forwarded, prog="raydistill tables")
 
 
 def handle_audit(args: argparse.Namespace) -> int:
