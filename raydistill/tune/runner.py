@@ -185,6 +185,7 @@ def _tune(name: str, todo: Sequence[Cell], datasets: dict, uri: str, experiment_
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter at verbose 0 prints nothing; StatusLog does
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C is ours (Interrupt): Tune's would end trials as errors
+    logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(_no_missing_results)
     held = tracking.teachers(uri, experiment_id)
     jobs = teacher_jobs(todo)
     done = {key: held.get(key, ("", set()))[1] for key in jobs}
@@ -236,6 +237,12 @@ def _record_failures(todo: Sequence[Cell], jobs: dict[str, TeacherJob], dropped:
             continue
         tracking.record_failed_cell(uri, experiment_id, cell.name, _failed_tags(cell, sweep, sweep_run_id),
                                     cell.config.to_dict(), error)
+
+
+def _no_missing_results(record: logging.LogRecord) -> bool:
+    """Drop Tune's warning about trials that never reported (a line each, e.g. all the cells an
+    interrupted sweep did not start): MLflow, not Tune's result files, says what finished."""
+    return not record.getMessage().startswith("Failed to fetch metrics")
 
 
 class _StopAll(Stopper):
