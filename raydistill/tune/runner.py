@@ -78,7 +78,14 @@ def check_results_dir(results: Path) -> None:
         raise ConfigError(f"results folder {results} is not usable ({err.strerror or err}); pick another --results") from None
 
 
-def check_address(address: str | None, timeout: float = 5.0) -> None:
+def cluster_address(options: SweepOptions) -> tuple[str | None, str]:
+    """The Ray cluster a sweep joins and the setting that names it: ray.init lets RAY_ADDRESS win
+    over its address argument, so it wins here too, and is checked the same way."""
+    env = os.environ.get("RAY_ADDRESS")
+    return (env, "RAY_ADDRESS") if env else (options.address, "--address")
+
+
+def check_address(address: str | None, what: str = "--address", timeout: float = 5.0) -> None:
     """A Ray cluster answers at `address` (host:port, or 'auto' for the latest local `ray start`)
     within a few seconds; ray.init would otherwise retry for minutes."""
     if address is None or address == "local":
@@ -87,17 +94,34 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
     if address == "auto":
         from ray._private.services import find_bootstrap_address
 
-        target = find_bootstrap_address(None) or os.environ.get("RAY_ADDRESS")
+        target = find_bootstrap_address(None)
         if not target:
-            raise ConfigError("--address auto: no running Ray cluster was found on this machine (start one with "
+            raise ConfigError(f"{what} auto: no running Ray cluster was found on this machine (start one with "
                               "`ray start --head`, or give its address host:port)")
     host, _, port = target.split("://")[-1].rpartition(":")
     if not host or not port.isdigit():
-        raise ConfigError(f"--address {address!r} is not host:port (e.g. 10.0.0.5:6379) or auto")
+        raise ConfigError(f"{what} {address!r} is not host:port (e.g. 10.0.0.5:6379) or auto")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+            grpc = os.environ.get("RAY_USE_TLS", "0") not in ("0", "") or _speaks_grpc(sock)
     except OSError as err:
-        raise ConfigError(f"no Ray cluster answers at {target} ({err.strerror or err}); check --address") from None
+        raise ConfigError(f"no Ray cluster answers at {target} ({err.strerror or err}); check {what}") from None
+    if not grpc:
+        raise ConfigError(f"no Ray cluster answers at {target}: something else listens there (Ray's address is "
+                          f"the head's GCS port, 6379 by default, not the dashboard's 8265); check {what}")
+
+
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + an empty SETTINGS frame
+
+
+def _speaks_grpc(sock: socket.socket) -> bool:
+    """Ray's GCS is a gRPC server: it answers the HTTP/2 preface with a SETTINGS frame, where an
+    HTTP/1 server (the dashboard, MLflow) answers with text, or nothing until the timeout."""
+    sock.sendall(HTTP2_PREFACE)
+    header = b""
+    while len(header) < 9 and (chunk := sock.recv(9 - len(header))):
+        header += chunk
+    return len(header) == 9 and header[3] == 4
 
 
 def git_commit() -> str:
@@ -151,7 +175,7 @@ def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None,
 
     if options.tracking_uri is not None:
         verify_tracking(uri)
-    check_address(options.address)
+    check_address(*cluster_address(options))
     check_results_dir(results)
     with FileLock(results / ".locks" / f"{name}.lock", f"sweep {name!r} in {results}"), Interrupt() as stop:
         datasets = load_and_check(cells)
@@ -189,9 +213,9 @@ def _tune(name: str, todo: Sequence[Cell], datasets: dict, uri: str, experiment_
     held = tracking.teachers(uri, experiment_id)
     jobs = teacher_jobs(todo)
     done = {key: held.get(key, ("", set()))[1] for key in jobs}
-    ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": worker_environment()},
-             **({} if options.address else {"num_cpus": os.cpu_count()}))
+    address, _ = cluster_address(options)
+    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": worker_environment()}, **({} if address else {"num_cpus": os.cpu_count()}))
     try:
         gpus = ray.cluster_resources().get("GPU", 0) > 0
         ctx = {"tracking_uri": uri, "experiment_id": experiment_id, "sweep": name, "sweep_run_id": sweep_run_id,
