@@ -25,6 +25,7 @@ import pytest
 
 from raydistill import artifacts, protocols, teacher, tracking
 from raydistill.cli import main
+from raydistill.tune.options import SweepOptions
 
 from conftest import make_folder_set, make_mnist_like
 from sweeps_util import run, runs, sweep_command
@@ -320,6 +321,22 @@ def test_a_reused_out_keeps_no_stale_files(data, tmp_path, capsys):
     capsys.readouterr()
     assert sorted(os.listdir(out)) == ["confusion.png", "notes.txt", "result.json", "roc.png"]
     assert json.loads((out / "result.json").read_text())["config"]["method"] == "full"
+
+
+def test_a_relative_sqlite_store_is_the_same_file_for_the_trials(data, tmp_path, monkeypatch):
+    """Trials run in folders of their own: they get the store's absolute path (a relative one
+    crashed the driver, and would have named another store in each trial's folder)."""
+    from raydistill.tune import runner
+    from sweeps.paper_grid import SMOKE
+
+    given = []
+    monkeypatch.setattr(runner, "_tune", lambda name, todo, datasets, uri, *rest: given.append(uri))
+    monkeypatch.chdir(tmp_path)
+    options = SweepOptions(data_root=str(data), results=Path("res"), tracking_uri="sqlite:///rel.db",
+                           fixed={"method": "full", "student_epochs": 1})
+    outcome = runner.run_sweep(SMOKE, options)
+    assert given == [outcome.uri] == [f"sqlite:///{tmp_path.resolve() / 'rel.db'}"]
+    assert (tmp_path / "rel.db").is_file() and not (tmp_path / "res" / "mlflow.db").exists()
 
 
 # --- 8. One line instead of a traceback -------------------------------------------------------------

@@ -120,7 +120,7 @@ def write_tables(outcome, options: SweepOptions, complete: bool) -> None:
     from raydistill import tracking
 
     results = options.results.expanduser().resolve()
-    folder = write_for_sweep(outcome.name, results, options.tracking_uri)
+    folder = write_for_sweep(outcome.name, results, outcome.uri)
     if outcome.sweep_run_id is not None:
         tracking.log_folder(outcome.uri, outcome.sweep_run_id, folder, "comparison")
     say(f"tables and plots{'' if complete else ' (partial: not every cell finished)'}: {folder}")

@@ -67,6 +67,13 @@ def dry_run(grid: Grid, options: SweepOptions) -> list[str]:
     return describe(plan(grid, options))
 
 
+def absolute(uri: str) -> str:
+    """A sqlite URI with an absolute path: trials run in folders of their own, where a relative
+    path would name another store."""
+    path = uri.removeprefix(tracking.SQLITE)
+    return f"{tracking.SQLITE}{Path(path).expanduser().resolve()}" if path != uri else uri
+
+
 def check_results_dir(results: Path) -> None:
     """The results folder exists (or can be made) and takes files, before anything is computed."""
     try:
@@ -175,6 +182,7 @@ def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None,
 
     if options.tracking_uri is not None:
         verify_tracking(uri)
+        uri = absolute(uri)
     check_address(*cluster_address(options))
     check_results_dir(results)
     with FileLock(results / ".locks" / f"{name}.lock", f"sweep {name!r} in {results}"), Interrupt() as stop:
