@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,19 +23,34 @@ class FileLock:
         self._fd: int | None = None
 
     def acquire(self) -> "FileLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise ConfigError(f"cannot create the lock file {self.path} ({err.strerror or err})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            holder = self._holder(fd)
             os.close(fd)
             raise ConfigError(f"{self.what} is already in use by {holder} (lock {self.path}); "
                               "wait for it to end or stop it, then run the same command again") from None
+        except OSError as err:  # a file system without flock
+            os.close(fd)
+            raise ConfigError(f"cannot lock {self.path} ({err.strerror or err})") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
         self._fd = fd
         return self
+
+    @staticmethod
+    def _holder(fd: int, wait: float = 1.0) -> str:
+        """The holder's line; it is written just after the holder takes the lock, so an empty
+        file is read again for up to `wait` seconds."""
+        deadline = time.monotonic() + wait
+        while not (holder := os.pread(fd, 200, 0).decode(errors="replace").strip()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return holder or "another process"
 
     def release(self) -> None:
         if self._fd is not None:
