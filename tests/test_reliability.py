@@ -161,6 +161,19 @@ def test_ctrl_c_ends_the_sweep_interrupted_and_the_same_command_resumes(data, tm
     assert (results / "tables" / "smoke" / "table3.md").is_file()
 
 
+def test_ctrl_c_during_a_trial_exits_130_without_output(data, tmp_path, capsys, monkeypatch):
+    from raydistill import pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run_trial", interrupted)
+    assert main(trial(data, "--out", str(tmp_path / "out"))) == 130
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == "raydistill: interrupted\n"  # a trial restarts: no "continue"
+    assert not (tmp_path / "out").exists()
+
+
 # --- 2. Two drivers, one results folder; 7. quotes in user text ---------------------------------------
 
 def test_two_drivers_on_a_fresh_folder_one_fails_at_once_and_the_store_stays_healthy(tmp_path):

@@ -41,5 +41,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return BAD_INPUT
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; run the same command again to continue", file=sys.stderr)
+        resume = "; run the same command again to continue" if args.command == "sweep" else ""  # a trial restarts
+        print(f"{PROG}: interrupted{resume}", file=sys.stderr)
         return INTERRUPTED
