@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
+import json
+import signal
 import sys
+import time
 from pathlib import Path
 
 from raydistill.errors import ConfigError
@@ -21,8 +23,9 @@ def add_parsers(sub) -> None:
     p.set_defaults(handler=handle_audit)
 
     p = sub.add_parser("ui", help="open the MLflow UI on a sweep store, bound to this machine only",
-                       description="Start `mlflow ui` on the sweeps' default store (results/mlflow.db), listening "
-                       "on 127.0.0.1; stop it with Ctrl-C.")
+                       description="Start the MLflow UI on the sweeps' default store (results/mlflow.db), listening "
+                       "on 127.0.0.1, and print a link per sweep to its runs side by side (a saved view "
+                       "'Comparison': accuracy, wall time, sensitivity, specificity; best first); Ctrl-C stops it.")
     p.add_argument("--results", type=Path, default=Path("results"), help="the sweeps' --results folder")
     p.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1")
     p.set_defaults(handler=handle_ui)
@@ -53,14 +56,61 @@ def handle_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+VIEW = "comparison"  # the saved view the printed links open
+VIEW_METRICS = ("accuracy", "time_total_s", "sensitivity", "specificity")
+
+
+def comparison_view(now_ms: int) -> str:
+    """A saved view as MLflow 3.17's "Save view" writes it (experiment tag mlflow.sharedViewState.ID):
+    its runs list otherwise hides every metric behind "Show more columns"."""
+    columns = [f"metrics.`{m}`" for m in VIEW_METRICS]
+    state = {"selectedColumns": columns, "columnOrder": columns, "orderByKey": columns[0], "orderByAsc": False}
+    return json.dumps({"name": "Comparison", "createdAt": now_ms, "updatedAt": now_ms, "state": json.dumps(state)})
+
+
+def add_comparison_views(uri: str) -> dict[str, str]:
+    """Give every sweep's experiment the Comparison view (kept if already there, e.g. edited by a
+    user); returns name -> experiment id."""
+    from mlflow.tracking import MlflowClient
+
+    from raydistill.tracking import ROLE
+
+    client, found = MlflowClient(uri), {}
+    for experiment in client.search_experiments():
+        if client.search_runs([experiment.experiment_id], f"tags.`{ROLE}` = 'sweep'", max_results=1):
+            if f"mlflow.sharedViewState.{VIEW}" not in experiment.tags:
+                client.set_experiment_tag(experiment.experiment_id, f"mlflow.sharedViewState.{VIEW}",
+                                          comparison_view(int(time.time() * 1000)))
+            found[experiment.name] = experiment.experiment_id
+    return found
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def handle_ui(args: argparse.Namespace) -> int:
-    store = args.results.expanduser().resolve() / "mlflow.db"
-    if not store.is_file():
-        raise ConfigError(f"no MLflow store at {store}; run a sweep first (or pass its --results)")
-    print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C stops it)", file=sys.stderr)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{store}",
-               "--host", "127.0.0.1", "--port", str(args.port)]
-    return subprocess.call(command)
+    from raydistill.tracking_server import start_server
+
+    results = args.results.expanduser().resolve()
+    if not (results / "mlflow.db").is_file():
+        raise ConfigError(f"no MLflow store at {results / 'mlflow.db'}; run a sweep first (or pass its --results)")
+    experiments = add_comparison_views(f"sqlite:///{results / 'mlflow.db'}")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the server too
+    server = start_server(results, port=args.port, workers=1, timeout=180)
+    try:
+        # workflowType: MLflow 3.17 opens its GenAI view unless told (it ignores mlflow.experimentKind)
+        print(f"MLflow UI on {server.uri} (Ctrl-C stops it); each sweep's runs side by side:", flush=True)
+        for name, experiment_id in experiments.items():
+            print(f"  {name}: {server.uri}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW}"
+                  "&workflowType=machine_learning", flush=True)
+        code = server.process.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
+    print(f"raydistill: error: the MLflow server exited with code {code}; {server.log_tail()}", file=sys.stderr)
+    return 1
 
 
 def handle_server(args: argparse.Namespace) -> int:
