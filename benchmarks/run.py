@@ -1,7 +1,8 @@
 """Run the benchmarks and print one `name: value` line per figure.
 
-    python benchmarks/run.py --quick --data-root ../shared/datasets   # about a minute on 2 CPU cores
+    python benchmarks/run.py --quick --data-root ../shared/datasets   # a few minutes on 2 CPU cores
     python benchmarks/run.py --data-root ../shared/datasets           # the figures in RESULTS.md
+    python benchmarks/run.py --quick --only speed                     # one section (speed compiles models)
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def load_fashion_mnist(root: str) -> Dataset | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes: about a minute on a 2-core CPU")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a few minutes on a 2-core CPU")
     parser.add_argument("--data-root", default="data", help="folder holding FashionMNIST/raw/")
     parser.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS), help="sections to run")
     args = parser.parse_args()

@@ -130,7 +130,8 @@ def measure(device: torch.device, quick: bool) -> None:
 
 
 def extrapolate(prefix: str, unit: str, teachers: list[Teacher], rates: dict[tuple[str, Shape], dict[str, float]]) -> None:
-    """Serial hours of the grid's teacher epochs per model and variant, and each model at its fastest."""
+    """Serial hours of the grid's teacher epochs per model and variant, in total for the variants
+    every model was timed with, and with each model at its fastest."""
     label = f"{prefix}.paper.tables_1_2"
     emit(f"{label}.teacher_epochs", sum(t.epochs for t in teachers))
     hours: dict[str, dict[str, float]] = {}
@@ -142,7 +143,9 @@ def extrapolate(prefix: str, unit: str, teachers: list[Teacher], rates: dict[tup
         emit(f"{label}.{model}.teacher_epochs", sum(t.epochs for t in teachers if t.model == model))
         for variant, value in per_variant.items():
             emit(f"{label}.{model}.{variant}.{unit}", value)
-    emit(f"{label}.eager.{unit}", sum(v["eager"] for v in hours.values()))
+    every_model = [v for v in next(iter(hours.values())) if all(v in per_variant for per_variant in hours.values())]
+    for variant in every_model:
+        emit(f"{label}.{variant}.{unit}", sum(per_variant[variant] for per_variant in hours.values()))
     emit(f"{label}.fastest_per_model.{unit}", sum(min(v.values()) for v in hours.values()))
 
 

@@ -163,3 +163,18 @@ def test_options_that_cannot_run_fail_before_training(monkeypatch):
     with pytest.raises(ConfigError, match="C\\+\\+ compiler"):
         fit(model, *tiny("lenet"), 1, speed=SpeedOptions(compile=True))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_the_benchmark_prices_the_paper_grids_teachers_per_model_and_dataset(capsys):
+    from benchmarks.speed import CIFAR, MNIST, extrapolate, paper_teachers
+
+    teachers = paper_teachers()
+    assert sum(t.epochs for t in teachers) == 5400
+    for model in ("baseline", "lenet", "resnet34"):  # MNIST and Fashion-MNIST, 60,000 images; CIFAR-10, 50,000
+        mine = sorted((t.shape, t.epochs, t.steps_per_epoch) for t in teachers if t.model == model)
+        assert mine == sorted([(MNIST, 600, 1875), (MNIST, 600, 1875), (CIFAR, 600, 1563)])
+    extrapolate("x", "hours", teachers, {(t.model, t.shape): {"eager": 1.0, "bf16": 2.0} for t in teachers})
+    lines = dict(line.split(": ") for line in capsys.readouterr().out.splitlines())
+    per_model = (1200 * 1875 + 600 * 1563) / 3600  # hours at one step per second
+    assert float(lines["x.paper.tables_1_2.lenet.eager.hours"]) == pytest.approx(per_model, rel=1e-3)
+    assert float(lines["x.paper.tables_1_2.bf16.hours"]) == pytest.approx(1.5 * per_model, rel=1e-3)
