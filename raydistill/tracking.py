@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 ROLE, SWEEP, SWEEP_RUN = "raydistill.role", "raydistill.sweep", "raydistill.sweep_run"
 CELL, CELL_KEY, TEACHER = "raydistill.cell", "raydistill.cell_key", "raydistill.teacher"
 FORENSICS, HYPOTHESIS, ERROR = "raydistill.forensics", "raydistill.hypothesis", "raydistill.error"
+TEACHER_RUN, NODE = "raydistill.teacher_run", "ray_node_id"  # the teacher run a cell used; the Ray node of a run
 SQLITE = "sqlite:///"
 
 
@@ -102,6 +103,18 @@ def search(uri: str, experiment_id: str, role: str) -> list[Run]:
             return sorted(found, key=lambda r: r.info.start_time)
 
 
+def _create_once(uri: str, experiment_id: str, run_name: str, tags: dict[str, str], identity: str) -> str:
+    """Create a run that must exist once (none does yet), and soft-delete any twin with the same
+    role and `identity` tag: MLflow's client retries a POST whose answer was lost (e.g. the
+    server restarted), and the server may have created the run the first time already."""
+    client = MlflowClient(uri)
+    run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    for twin in search(uri, experiment_id, tags[ROLE]):
+        if twin.data.tags.get(identity) == tags[identity] and twin.info.run_id != run_id:
+            client.delete_run(twin.info.run_id)
+    return run_id
+
+
 def sweep_run(uri: str, experiment_id: str, sweep: str, params: dict) -> str:
     """The sweep's run: the existing one when resuming (set RUNNING again), else a new one."""
     client = MlflowClient(uri)
@@ -109,10 +122,10 @@ def sweep_run(uri: str, experiment_id: str, sweep: str, params: dict) -> str:
     if existing:
         client.update_run(existing[-1].info.run_id, status="RUNNING")
         return existing[-1].info.run_id
-    run = client.create_run(experiment_id, run_name=sweep, tags={ROLE: "sweep", SWEEP: sweep})
+    run_id = _create_once(uri, experiment_id, sweep, {ROLE: "sweep", SWEEP: sweep}, SWEEP)
     for key, value in params.items():
-        client.log_param(run.info.run_id, key, str(value)[:6000])
-    return run.info.run_id
+        client.log_param(run_id, key, str(value)[:6000])
+    return run_id
 
 
 def end_run(uri: str, run_id: str, status: str) -> None:
@@ -122,6 +135,11 @@ def end_run(uri: str, run_id: str, status: str) -> None:
 def cell_runs(uri: str, experiment_id: str, key: str | None = None) -> list[Run]:
     runs = search(uri, experiment_id, "cell")
     return runs if key is None else [r for r in runs if r.data.tags.get(CELL_KEY) == key]
+
+
+def finished_cell_run(uri: str, experiment_id: str, key: str) -> Run | None:
+    """The cell's FINISHED run, if any."""
+    return next((r for r in cell_runs(uri, experiment_id, key) if r.info.status == "FINISHED"), None)
 
 
 def finished_cells(uri: str, experiment_id: str) -> dict[str, Run]:
@@ -208,10 +226,10 @@ def teacher_run(uri: str, experiment_id: str, key: str, params: dict) -> str:
     if existing:
         client.update_run(existing[-1].info.run_id, status="RUNNING")
         return existing[-1].info.run_id
-    run = client.create_run(experiment_id, run_name=f"teacher-{params.get('model')}-{key[:6]}",
-                            tags={ROLE: "teacher", TEACHER: key})
-    client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
-    return run.info.run_id
+    name = f"teacher-{params.get('model')}-{key[:6]}"
+    run_id = _create_once(uri, experiment_id, name, {ROLE: "teacher", TEACHER: key}, TEACHER)
+    client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
+    return run_id
 
 
 def teacher_holding(uri: str, experiment_id: str, key: str, epoch: int) -> str | None:

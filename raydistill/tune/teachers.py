@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 
+import ray
+
 from raydistill import tracking
 from raydistill.data import Dataset
 from raydistill.pipeline import device_tensors, prepare_data
@@ -28,7 +30,9 @@ def train_and_log(job: TeacherJob, data: Dataset, *, uri: str, experiment_id: st
     cfg = job.config
     run_id = tracking.teacher_run(uri, experiment_id, job.key, {**teacher_params(cfg), "milestones": list(job.milestones),
                                                                "per_image_norms": job.per_image_norms})
-    done = tracking.milestones_done(tracking.MlflowClient(uri).get_run(run_id))
+    client = tracking.MlflowClient(uri)
+    client.set_tag(run_id, tracking.NODE, ray.get_runtime_context().get_node_id())  # the node training it now
+    done = tracking.milestones_done(client.get_run(run_id))
     for epoch in sorted(done & set(job.milestones)):
         report({"milestone": epoch})
     todo = [m for m in job.milestones if m not in done]

@@ -61,16 +61,25 @@ def cell_params(cell: dict, cfg: TrialConfig) -> dict:
 
 
 def run_cell(cell: dict, ctx: dict, data: Dataset) -> None:
-    """Run one cell in a fresh MLflow run (earlier unfinished attempts are dropped)."""
+    """Run one cell in a fresh MLflow run; earlier unfinished attempts are dropped before, and
+    twins of this run after (a create that MLflow's client retried over HTTP can leave one).
+
+    A retry of a cell whose run is already FINISHED (its trial died after ending the run, before
+    Tune heard of it, e.g. with its node) reports that run instead of running the cell again."""
     cfg = TrialConfig(**cell["trial"])
     uri, experiment_id = ctx["tracking_uri"], ctx["experiment_id"]
+    report = Reporter()
+    done = tracking.finished_cell_run(uri, experiment_id, cell["key"])
+    if done is not None:
+        report({k: v for k, v in done.data.metrics.items() if k in (*SCALARS, "time_total_s")} | {"done_cell": 1},
+               always=True)
+        return
     tracking.drop_unfinished_cell_runs(uri, experiment_id, cell["key"])
     tags = cell_tags(cell, ctx, cfg) | {"ray_trial_id": tune.get_context().get_trial_id(),
-                                       "ray_node_id": ray.get_runtime_context().get_node_id()}
+                                       tracking.NODE: ray.get_runtime_context().get_node_id()}
     mlf = setup_mlflow(cell_params(cell, cfg), tracking_uri=uri, experiment_id=experiment_id, run_name=cell["name"],
                        tags=tags)
     history = tracking.MetricLog(uri, mlf.active_run().info.run_id)
-    report = Reporter()
 
     def progress(phase: str, epoch: int, epochs: int, values: dict[str, float]) -> None:
         history.log({f"{phase}_{k}": v for k, v in values.items()}, epoch)
@@ -80,6 +89,7 @@ def run_cell(cell: dict, ctx: dict, data: Dataset) -> None:
     if cell["teacher"] is not None:
         def teacher(data, pool):
             run_id = tracking.teacher_holding(uri, experiment_id, cell["teacher"], cfg.teacher_epochs)
+            mlf.set_tag(tracking.TEACHER_RUN, run_id)
             return tracking.load_snapshot(uri, run_id, cfg.teacher_epochs)
     try:
         _maybe_fail(cell["name"], Path(ctx["results_dir"]))
@@ -92,6 +102,7 @@ def run_cell(cell: dict, ctx: dict, data: Dataset) -> None:
         mlf.end_run("FAILED")
         raise
     mlf.end_run("FINISHED")
+    tracking.drop_unfinished_cell_runs(uri, experiment_id, cell["key"])
     report({k: result.metrics[k] for k in SCALARS if k in result.metrics} | {"time_total_s": result.timings["total"],
                                                                             "done_cell": 1}, always=True)
 
