@@ -21,8 +21,7 @@ from raydistill import models
 from raydistill.data import Dataset
 from raydistill.distill.modifiers import per_sample_grad_l1
 from raydistill.train import fit
-from raydistill.tune.grid import Cell, Grid, expand
-from raydistill.tune.teachers import teacher_key
+from raydistill.tune.grid import Cell, Grid, expand, teacher_key
 from sweeps.paper_grid import TABLE_3, TABLES_1_2
 
 T = TypeVar("T")
