@@ -141,6 +141,7 @@ def test_ctrl_c_ends_the_sweep_interrupted_and_the_same_command_resumes(data, tm
             os.killpg(driver.pid, signal.SIGKILL)
     stderr = err.read_text()
     assert "Traceback" not in stderr, stderr[-3000:]
+    assert "stopping: the running trials end" in stderr  # said at once
     assert "interrupted: run the same command again to continue" in stderr
     assert "1/2 cells finished" in stderr and any(line.startswith(("not run: e3", "failed: e3"))
                                                   for line in stderr.splitlines()), stderr[-3000:]

@@ -147,8 +147,9 @@ class Interrupt:
     """The first SIGINT asks the sweep to stop (trials are stopped, the outcome is written); the
     second one raises KeyboardInterrupt as usual. A Tune Stopper reads the flag."""
 
-    def __init__(self) -> None:
+    def __init__(self, console: Console | None = None) -> None:
         self.event = threading.Event()
+        self.console = console
         self._previous = None
 
     def __enter__(self) -> "Interrupt":
@@ -159,6 +160,8 @@ class Interrupt:
     def _handle(self, signum, frame) -> None:
         self.event.set()
         signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+        if self.console is not None:  # stopping trials takes seconds: say that it is under way
+            self.console("stopping: the running trials end, then the outcome is written (Ctrl-C again stops at once)")
 
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
@@ -185,7 +188,7 @@ def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None,
         uri = absolute(uri)
     check_address(*cluster_address(options))
     check_results_dir(results)
-    with FileLock(results / ".locks" / f"{name}.lock", f"sweep {name!r} in {results}"), Interrupt() as stop:
+    with FileLock(results / ".locks" / f"{name}.lock", f"sweep {name!r} in {results}"), Interrupt(console) as stop:
         datasets = load_and_check(cells)
         tracking.init_store(uri)
         experiment_id = tracking.ensure_experiment(uri, name, results / "mlartifacts")
