@@ -119,17 +119,18 @@ class UI:
     links: dict[str, str]  # experiment name -> the link `raydistill ui` prints
     servers: list[int]  # its MLflow server's process group(s)
 
-    def stop(self) -> int:
-        """SIGTERM, as `kill` would; SIGKILL whatever is left after a minute. Returns the exit code."""
+    def stop(self) -> None:
+        """SIGTERM, as `kill` would; SIGKILL whatever is left after a minute."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(timeout=60)
+            self.process.wait(timeout=60)
         finally:
             self.process.kill()
             self.process.wait()
             for pgid in self.servers:
                 kill_group(pgid)
+            self.servers = []
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +261,7 @@ return {rows: Object.values(rows), headers, nav: document.querySelector('nav')?.
 """
 
 
-def test_runs_page_shows_every_cell_by_name_with_its_key_metrics_in_the_classic_view(ui, browser, smoke):
+def test_runs_page_shows_every_cell_by_name_with_its_key_metrics_in_the_classic_view(browser, ui, smoke):
     results = smoke / "results"
     cells = {r.info.run_name: r.data.metrics for r in runs(results, "cell")}
     assert set(cells) == SMOKE_CELLS
@@ -293,7 +294,7 @@ return {titles, rows};
 """
 
 
-def test_sweep_runs_html_report_renders_its_tables_inside_mlflow(ui, browser, smoke):
+def test_sweep_runs_html_report_renders_its_tables_inside_mlflow(browser, ui, smoke):
     results = smoke / "results"
     (sweep,) = runs(results, "sweep")
     experiment_id = sweep.info.experiment_id
@@ -385,9 +386,11 @@ def test_tables_help(capsys):
 def test_ui_answers_on_loopback_and_sigterm_stops_its_server(ui):
     """Last in the file: it stops the module's `raydistill ui`."""
     assert health(ui.base) == 200
-    assert ui.servers, "no MLflow server process under raydistill ui"
-    assert ui.stop() == 0
+    servers = ui.servers
+    assert servers, "no MLflow server process under raydistill ui"
+    ui.process.send_signal(signal.SIGTERM)
+    assert ui.process.wait(timeout=60) == 0
     assert health(ui.base) is None
-    for pgid in ui.servers:
+    for pgid in servers:
         with pytest.raises(ProcessLookupError):
-            os.killpg(pgid, 0)
+            os.killpg(pgid, 0)  # the server stopped with it, workers included
