@@ -13,6 +13,7 @@ Searches filter on constant tag values only; everything user-given is compared i
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -86,9 +87,23 @@ def ensure_experiment(uri: str, name: str, artifact_root: Path | None) -> str:
     if experiment is not None:
         return experiment.experiment_id
     location = None if not uri.startswith(SQLITE) or artifact_root is None else (artifact_root.resolve() / name).as_uri()
-    # MLflow 3's UI opens an experiment of this kind in its classic model-training view, not the GenAI one
-    return client.create_experiment(name, artifact_location=location,
-                                    tags={"mlflow.experimentKind": "custom_model_development"})
+    # a model-training experiment (MLflow 3.17's UI also needs workflowType in the URL, as `raydistill ui`'s links
+    # carry), opening on a saved view that shows the key metrics
+    tags = {"mlflow.experimentKind": "custom_model_development",
+            f"mlflow.sharedViewState.{VIEW}": comparison_view(int(time.time() * 1000))}
+    return client.create_experiment(name, artifact_location=location, tags=tags)
+
+
+VIEW = "comparison"  # the saved runs-list view of every sweep experiment
+VIEW_METRICS = ("accuracy", "time_total_s", "sensitivity", "specificity")
+
+
+def comparison_view(now_ms: int) -> str:
+    """A saved view as MLflow 3.17's "Save view" writes it (experiment tag mlflow.sharedViewState.ID):
+    its runs list otherwise hides every metric behind "Show more columns"."""
+    columns = [f"metrics.`{m}`" for m in VIEW_METRICS]
+    state = {"selectedColumns": columns, "columnOrder": columns, "orderByKey": columns[0], "orderByAsc": False}
+    return json.dumps({"name": "Comparison", "createdAt": now_ms, "updatedAt": now_ms, "state": json.dumps(state)})
 
 
 def search(uri: str, experiment_id: str, role: str) -> list[Run]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import time
@@ -56,24 +55,12 @@ def handle_audit(args: argparse.Namespace) -> int:
     return 0
 
 
-VIEW = "comparison"  # the saved view the printed links open
-VIEW_METRICS = ("accuracy", "time_total_s", "sensitivity", "specificity")
-
-
-def comparison_view(now_ms: int) -> str:
-    """A saved view as MLflow 3.17's "Save view" writes it (experiment tag mlflow.sharedViewState.ID):
-    its runs list otherwise hides every metric behind "Show more columns"."""
-    columns = [f"metrics.`{m}`" for m in VIEW_METRICS]
-    state = {"selectedColumns": columns, "columnOrder": columns, "orderByKey": columns[0], "orderByAsc": False}
-    return json.dumps({"name": "Comparison", "createdAt": now_ms, "updatedAt": now_ms, "state": json.dumps(state)})
-
-
 def add_comparison_views(uri: str) -> dict[str, str]:
     """Give every sweep's experiment the Comparison view (kept if already there, e.g. edited by a
     user); returns name -> experiment id."""
     from mlflow.tracking import MlflowClient
 
-    from raydistill.tracking import ROLE
+    from raydistill.tracking import ROLE, VIEW, comparison_view
 
     client, found = MlflowClient(uri), {}
     for experiment in client.search_experiments():
@@ -90,6 +77,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def handle_ui(args: argparse.Namespace) -> int:
+    from raydistill import tracking
     from raydistill.tracking_server import start_server
 
     results = args.results.expanduser().resolve()
@@ -102,7 +90,7 @@ def handle_ui(args: argparse.Namespace) -> int:
         # workflowType: MLflow 3.17 opens its GenAI view unless told (it ignores mlflow.experimentKind)
         print(f"MLflow UI on {server.uri} (Ctrl-C stops it); each sweep's runs side by side:", flush=True)
         for name, experiment_id in experiments.items():
-            print(f"  {name}: {server.uri}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW}"
+            print(f"  {name}: {server.uri}/#/experiments/{experiment_id}/runs?viewStateShareKey={tracking.VIEW}"
                   "&workflowType=machine_learning", flush=True)
         code = server.process.wait()
     except KeyboardInterrupt:
