@@ -241,7 +241,7 @@ def _tune(name: str, todo: Sequence[Cell], datasets: dict, uri: str, experiment_
         tuner = tune.Tuner(
             trainable,
             param_space={"ctx": ctx},
-            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=searcher.total,
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=searcher.total, reuse_actors=True,
                                         max_concurrent_trials=options.max_concurrent,
                                         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(name=f"{name}-{stamp}", storage_path=str(results / "ray_results"),
