@@ -42,6 +42,8 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     a("--seeds", type=int, nargs="+", default=[0], help="seeds; every cell runs once per seed")
     a("--name", default=None, help="sweep and MLflow experiment name (default: the grid's); the same name continues it")
     a("--max-failures", type=int, default=1, help="retries of a failed trial")
+    a("--cpus", type=int, default=None, help="logical CPUs of the local Ray, i.e. concurrent 1-CPU trials (default: "
+      "the machine's cores; more lets cells run beside long teachers, each trial still uses one thread)")
     a("--set", dest="fixed", action="append", default=[], metavar="FIELD=VALUE",
       help="a trial setting for every cell, e.g. --set precision=bf16 --set compile=true (any `raydistill run` "
       "option, with _ for -)")
@@ -83,7 +85,7 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
     return SweepOptions(data_root=args.data_root, download=args.download, results=args.results,
                         tracking_uri=args.tracking_uri, address=args.address, max_concurrent=args.max_concurrent,
                         seeds=tuple(args.seeds), name=args.name, max_failures=args.max_failures,
-                        fixed=parse_fixed(args.fixed)).validate()
+                        cpus=args.cpus, fixed=parse_fixed(args.fixed)).validate()
 
 
 def say(text: str) -> None:

@@ -24,12 +24,17 @@ class SweepOptions:
     seeds: tuple[int, ...] = (0,)
     name: str | None = None
     max_failures: int = 1
+    cpus: int | None = None  # logical CPUs of a local Ray (default: the machine's cores)
     fixed: Mapping[str, object] = field(default_factory=dict)  # settings added to every cell
 
     def validate(self) -> "SweepOptions":
         if self.max_concurrent is not None and not 1 <= self.max_concurrent <= 10_000:
             raise ConfigError(f"max-concurrent must be an integer from 1 to 10000 (or left out for as many as "
                               f"resources allow), got {self.max_concurrent}")
+        if self.cpus is not None and not 1 <= self.cpus <= 4096:
+            raise ConfigError(f"cpus must be an integer from 1 to 4096, got {self.cpus}")
+        if self.cpus is not None and self.address is not None:
+            raise ConfigError("--cpus sizes a local Ray; a cluster given with --address has its own resources")
         if not 0 <= self.max_failures <= 100:
             raise ConfigError(f"max-failures must be an integer from 0 to 100, got {self.max_failures}")
         if not self.seeds:

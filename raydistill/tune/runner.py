@@ -225,8 +225,9 @@ def _tune(name: str, todo: Sequence[Cell], datasets: dict, uri: str, experiment_
     jobs = teacher_jobs(todo)
     done = {key: held.get(key, ("", set()))[1] for key in jobs}
     address, _ = cluster_address(options)
+    local = {} if address else {"num_cpus": options.cpus or os.cpu_count()}
     ray.init(address=address, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": worker_environment()}, **({} if address else {"num_cpus": os.cpu_count()}))
+             runtime_env={"env_vars": worker_environment()}, **local)
     try:
         gpus = ray.cluster_resources().get("GPU", 0) > 0
         ctx = {"tracking_uri": uri, "experiment_id": experiment_id, "sweep": name, "sweep_run_id": sweep_run_id,
