@@ -4,10 +4,11 @@ MLflow server of raydistill.tracking_server over HTTP; each sweep is the command
 (`sweeps/paper_grid.py --smoke --address ... --tracking-uri http://...`) in its own process, on
 tiny data.
 
-The test process is a second Ray driver: Tune gives no way to pin trials to nodes, so it holds a
-node's only CPU with an actor to decide where the next trial can go, removes nodes, and pauses or
-restarts the server. Every wait polls with a deadline; clusters, servers, drivers and holds
-are always stopped. Bad input (no cluster, a server that is not MLflow, one that refuses uploads)
+Tune gives no way to pin trials to nodes, so the tests make the moments they need with the
+tracking server instead: a proxy between the sweep and the server keeps one answer back (a trial
+that has ended its run then stays busy on its node), loses answers, or the server is paused or
+restarted; nodes are removed with Ray's own call. Every wait polls with a deadline; clusters,
+servers and drivers are always stopped. Bad input (no cluster, a server that is not MLflow, one that refuses uploads)
 is one line from the CLI before anything starts.
 """
 
@@ -33,9 +34,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-import ray
 from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
+from ray._private.node import Node
 from ray.cluster_utils import Cluster
 
 from raydistill import tracking
@@ -69,10 +70,10 @@ class Nodes:
 
     def __init__(self) -> None:
         self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": 100 * MB})
-        self.workers: dict[str, ray._private.node.Node] = {}
+        self.workers: dict[str, Node] = {}
         self.ensure()
 
-    def ensure(self) -> dict[str, ray._private.node.Node]:
+    def ensure(self) -> dict[str, Node]:
         """Both workers alive (a test may have removed one)."""
         for name in ("a", "b"):
             if name not in self.workers:
@@ -98,17 +99,15 @@ def nodes() -> Iterator[Nodes]:
         cluster = None
         try:
             cluster = Nodes()
-            ray.init(address=cluster.cluster.address, include_dashboard=False, log_to_driver=False)
             yield cluster
         finally:
-            ray.shutdown()
             if cluster is not None:
                 cluster.cluster.shutdown()
             shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @pytest.fixture
-def workers(nodes: Nodes) -> dict[str, ray._private.node.Node]:
+def workers(nodes: Nodes) -> dict[str, Node]:
     return nodes.ensure()
 
 
@@ -225,9 +224,10 @@ class LosesFirstCreateAnswers(Proxy):
 
 
 class HoldsFirstFinish(Proxy):
-    """Commits the first update that ends a cell run FINISHED, then keeps its answer back until
-    `release` is set and drops it: that trial has ended its run but cannot tell Tune yet."""
+    """Commits the first update that ends a run of `role` FINISHED, then keeps its answer back
+    until `release` is set and drops it: that trial has ended its run but is stuck until then."""
 
+    role: str
     held: dict[str, str]
     release: threading.Event
 
@@ -235,7 +235,7 @@ class HoldsFirstFinish(Proxy):
         status, answer = self.relay(body)
         update = json.loads(body) if self.path.endswith("/runs/update") else {}
         if (status == 200 and update.get("status") == "FINISHED" and "run_id" not in self.held
-                and MlflowClient(self.upstream).get_run(update["run_id"]).data.tags.get(tracking.ROLE) == "cell"
+                and MlflowClient(self.upstream).get_run(update["run_id"]).data.tags.get(tracking.ROLE) == self.role
                 and self.held.setdefault("run_id", update["run_id"]) == update["run_id"]):
             self.release.wait(SWEEP_SECONDS)
             self.close_connection = True
@@ -329,21 +329,10 @@ def sweeps(request, data, nodes, server, tmp_path) -> Iterator[Callable[..., Swe
             sweep.kill()
 
 
-def hold(resource: str):
-    """An actor that takes the only CPU of the worker with `resource` until killed. While that CPU
-    is busy its request waits at that node, which grants it the moment the CPU frees; a new trial's
-    placement group is asked for later, through the head."""
-    @ray.remote(num_cpus=1, resources={resource: 1})
-    class Hold:
-        def node(self) -> str:
-            return ray.get_runtime_context().get_node_id()
-
-    return Hold.remote()
-
-
 def mid_work(run: Run) -> bool:
-    """A cell run that still has to compute, log its figures, upload its artifacts and end."""
-    return run.info.status == "RUNNING" and "accuracy" not in run.data.metrics
+    """A trial's cell run (its params are logged: not a twin left by a lost answer) that still has
+    to compute, log its figures, upload its artifacts and end."""
+    return run.info.status == "RUNNING" and bool(run.data.params) and "accuracy" not in run.data.metrics
 
 
 def check_finished_cells(sweep: Sweep, expected: set[str] = SMOKE_CELLS, teachers: int = 1) -> dict[str, Run]:
@@ -373,41 +362,40 @@ def check_finished_cells(sweep: Sweep, expected: set[str] = SMOKE_CELLS, teacher
 # ---- the multi-node behaviours ------------------------------------------------------------
 
 def test_smoke_grid_over_http_on_two_nodes_with_a_teacher_from_another_node(sweeps, workers, nodes, server):
-    """Worker b is held until the teacher runs on a; then a is held (its CPU claimed as soon as the
-    teacher's trial frees it) until a cell that needs the teacher has started on b; then both are free."""
-    hold_b, hold_a = hold("b"), None
+    """The teacher's trial is kept busy at its very end (a proxy holds the answer to its FINISHED
+    update) until a cell that needs it has started on the other worker: with the teacher's node
+    busy, the cells released by its milestones can only go there."""
+    held: dict[str, str] = {}
+    release = threading.Event()
     try:
-        assert ray.get(hold_b.node.remote(), timeout=300) == workers["b"].node_id
-        sweep = sweeps()
-        sweep.wait_for("teacher run on a node",
-                       lambda: any(tracking.NODE in t.data.tags for t in sweep.runs("teacher")))
-        hold_a = hold("a")
-        ray.kill(hold_b)
-        sweep.wait_for("cell with a teacher on worker b", lambda: next(
-            (c for c in sweep.runs("cell") if c.data.tags.get(tracking.NODE) == workers["b"].node_id
-             and c.info.run_name != "full-e3"), None))
-        ray.kill(hold_a)
-        output = sweep.finish()
+        with http_server(proxy(server.uri, HoldsFirstFinish, role="teacher", held=held, release=release)) as uri:
+            sweep = sweeps(tracking_uri=uri)
+            teacher_id = sweep.wait_for("teacher run FINISHED with its answer held", lambda: held.get("run_id"))
+            trained_on = MlflowClient(server.uri).get_run(teacher_id).data.tags[tracking.NODE]
+            sweep.wait_for("cell on the other worker", lambda: any(
+                c.data.tags.get(tracking.NODE) not in (None, trained_on) and c.info.run_name != "full-e3"
+                for c in sweep.runs("cell")))
+            release.set()
+            output = sweep.finish()
     finally:
-        for actor in (hold_b, hold_a):
-            if actor is not None:
-                ray.kill(actor)
+        release.set()
     cells = check_finished_cells(sweep)
     (teacher,) = sweep.runs("teacher")
-    assert nodes.name(teacher.data.tags[tracking.NODE]) == "a"
+    assert teacher.info.run_id == teacher_id
     where = {name: nodes.name(run.data.tags[tracking.NODE]) for name, run in cells.items()}
-    assert set(where.values()) <= {"a", "b"} and "b" in where.values(), where
+    assert set(where.values()) == {"a", "b"}, where  # both workers ran cells, no other node did
     for name, run in cells.items():
         if name != "full-e3":
-            assert run.data.tags[tracking.TEACHER_RUN] == teacher.info.run_id, name
-    assert any(where[n] == "b" for n in cells if n != "full-e3"), where  # trained on a, used on b
-    # No trial was given the store itself: every trial's ctx names the server, and no sqlite file
+            assert run.data.tags[tracking.TEACHER_RUN] == teacher_id, name
+    trained = nodes.name(trained_on)
+    assert any(where[n] != trained for n in cells if n != "full-e3"), where  # trained on one, used on the other
+    # No trial was given the store itself: every trial's ctx names the HTTP URI, and no sqlite file
     # appeared beside the driver (the server's own store is under its root).
-    assert {ctx["tracking_uri"] for ctx in sweep.trial_contexts()} == {server.uri}
+    assert {ctx["tracking_uri"] for ctx in sweep.trial_contexts()} == {uri}
     assert not list(sweep.results.rglob("*.db")) and (server.root / "mlflow.db").is_file()
     assert (sweep.results / "tables" / sweep.name / "table1.md").is_file()  # tables read back over HTTP
     assert "5/5 cells finished (5 in this run, 0 earlier)" in output
-    print(f"teacher on a; cells: {where}")
+    print(f"teacher on {trained}; cells: {where}")
 
 
 def test_a_worker_removed_mid_sweep_has_its_trials_retried_on_the_other(sweeps, workers, nodes, server):
@@ -452,7 +440,7 @@ def test_a_node_lost_after_a_cell_finished_does_not_run_it_again(sweeps, workers
     held: dict[str, str] = {}
     release = threading.Event()
     try:
-        with http_server(proxy(server.uri, HoldsFirstFinish, held=held, release=release)) as uri:
+        with http_server(proxy(server.uri, HoldsFirstFinish, role="cell", held=held, release=release)) as uri:
             sweep = sweeps("--no-tables", "--max-failures", "2", "--set", "method=full", tracking_uri=uri)
             run_id = sweep.wait_for("cell run FINISHED with its answer held", lambda: held.get("run_id"))
             run = MlflowClient(server.uri).get_run(run_id)
@@ -483,13 +471,13 @@ def test_tracking_server_restarted_mid_sweep_loses_and_duplicates_nothing(sweeps
         server.start()
         outage = time.monotonic() - down
         output = sweep.finish()
-    cells = check_finished_cells(sweep)
+    check_finished_cells(sweep)
     (teacher,) = sweep.runs("teacher")
     assert lost >= set(SMOKE_CELLS) | {sweep.name, teacher.info.run_name}  # every run was created twice
     twins = [r for role in ("cell", "teacher", "sweep") for r in sweep.runs(role, deleted=True)
              if r.info.lifecycle_stage == "deleted"]
     assert len(twins) >= len(lost)  # each first copy was soft-deleted, none is left to count twice
-    retried = run.info.run_id != cells[run.info.run_name].info.run_id
+    retried = f"retry   {run.info.run_name}" in output
     print(f"server down {outage:.1f} s while {run.info.run_name} was mid-work; "
           f"{'Tune retried it' if retried else 'its MLflow client rode the outage out'}; "
           f"{output.count('retry   ')} trial retries")
