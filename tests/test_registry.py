@@ -81,3 +81,13 @@ def test_each_axis_has_its_facts():
     assert MODIFIERS["grad-l1"].per_image_norms and not MODIFIERS["none"].needs_teacher
     assert PROTOCOLS["paper"].forensics and not PROTOCOLS["dc"].forensics
     assert "folder:PATH" in DATASETS
+
+
+def test_the_readme_tables_are_the_registries():
+    from pathlib import Path
+
+    from raydistill.registry import markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- registry:start -->\n", 1)[1].split("\n<!-- registry:end -->", 1)[0]
+    assert block == markdown()

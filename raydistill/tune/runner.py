@@ -219,6 +219,7 @@ def _tune(name: str, todo: Sequence[Cell], datasets: dict, uri: str, experiment_
     from raydistill.tune.trainable import run_job
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter at verbose 0 prints nothing; StatusLog does
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # StatusLog says each failure in one line
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C is ours (Interrupt): Tune's would end trials as errors
     logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(_no_missing_results)
     held = tracking.teachers(uri, experiment_id)
