@@ -350,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for /health")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` of a nohup'd copy must stop the server too
+    signal.signal(signal.SIGINT, _interrupt)  # also when started where SIGINT was ignored (a shell's `&`)
     try:
         server = start_server(args.root, args.host, args.port, workers=args.workers, timeout=args.timeout,
                               allowed_hosts=[h for h in args.allowed_hosts.split(",") if h],
