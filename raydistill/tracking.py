@@ -75,7 +75,13 @@ def init_store(uri: str) -> None:
             return
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
-        store = SqlAlchemyStore(f"{SQLITE}{tmp}", (path.parent / "mlartifacts").as_uri())
+        schema_log = logging.getLogger("mlflow.store.db.utils")  # "Creating initial MLflow database tables..."
+        level = schema_log.level
+        schema_log.setLevel(logging.WARNING)
+        try:
+            store = SqlAlchemyStore(f"{SQLITE}{tmp}", (path.parent / "mlartifacts").as_uri())
+        finally:
+            schema_log.setLevel(level)
         store.engine.dispose()
         os.replace(tmp, path)
 

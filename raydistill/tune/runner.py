@@ -227,7 +227,7 @@ def _tune(name: str, todo: Sequence[Cell], datasets: dict, uri: str, experiment_
     done = {key: held.get(key, ("", set()))[1] for key in jobs}
     address, _ = cluster_address(options)
     local = {} if address else {"num_cpus": options.cpus or os.cpu_count()}
-    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
              runtime_env={"env_vars": worker_environment()}, **local)
     try:
         gpus = ray.cluster_resources().get("GPU", 0) > 0
