@@ -85,6 +85,7 @@ def handle_ui(args: argparse.Namespace) -> int:
         raise ConfigError(f"no MLflow store at {results / 'mlflow.db'}; run a sweep first (or pass its --results)")
     experiments = add_comparison_views(f"sqlite:///{results / 'mlflow.db'}")
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the server too
+    signal.signal(signal.SIGINT, _interrupt)  # also when started where SIGINT was ignored (a shell's `&`)
     server = start_server(results, port=args.port, workers=1, timeout=180)
     try:
         # workflowType: MLflow 3.17 opens its GenAI view unless told (it ignores mlflow.experimentKind)
