@@ -400,3 +400,18 @@ def test_tables_with_a_typo_in_the_sqlite_path_creates_no_store(empty_store, tmp
     line = cli(["tables", "--tracking-uri", f"sqlite:///{typo}", "--out", str(tmp_path / "out")], capsys)
     assert f"no MLflow store at {typo}" in line
     assert not typo.exists() and not (tmp_path / "out").exists()
+
+
+def test_an_interrupted_sweep_names_ten_unrun_cells_and_counts_the_rest(data, tmp_path, capsys, monkeypatch):
+    """A large grid's summary stays one short line per kind: the first ten unrun cells, then a count."""
+    from raydistill.tune import runner
+
+    names = [f"cell{i:02d}" for i in range(23)]
+    outcome = runner.SweepOutcome("big", "sqlite:////x.db", cells=[None] * 25, finished=["a", "b"], reused=["a"],
+                                  unfinished=names, interrupted=True)
+    monkeypatch.setattr(runner, "run_sweep", lambda *args, **kwargs: outcome)
+    assert main(sweep(data, tmp_path / "res")) == 130
+    lines = capsys.readouterr().err.splitlines()
+    (not_run,) = [line for line in lines if line.startswith("not run: ")]
+    assert not_run == f"not run: {', '.join(names[:10])} and 13 more (--dry-run lists every cell)"
+    assert "2/25 cells finished (1 in this run, 1 earlier)" in lines[0]

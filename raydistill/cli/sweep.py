@@ -15,6 +15,7 @@ from raydistill.config import ConfigError, TrialConfig
 from raydistill.tune.options import SweepOptions
 
 INTERRUPTED, FAILED = 130, 1
+NAMES_SHOWN = 10  # unfinished cells named on the console; the rest are counted
 
 
 def grids() -> dict[str, ModuleType]:
@@ -107,7 +108,9 @@ def handle(args: argparse.Namespace) -> int:
     for name, error in outcome.failed.items():
         say(f"failed: {name}: {error}")
     if outcome.unfinished:
-        say(f"not run: {', '.join(outcome.unfinished)}")
+        names = outcome.unfinished
+        more = f" and {len(names) - NAMES_SHOWN} more (--dry-run lists every cell)" if len(names) > NAMES_SHOWN else ""
+        say(f"not run: {', '.join(names[:NAMES_SHOWN])}{more}")
     if outcome.interrupted:
         say("interrupted: run the same command again to continue")
         return INTERRUPTED
