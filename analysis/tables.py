@@ -276,19 +276,19 @@ def write_table(table: Table, out: Path) -> list[Path]:
 def provenance(cells: pd.DataFrame, experiment: str) -> list[str]:
     """How the runs were obtained, read from their params and tags: one item per line (markdown inline)."""
 
-    def counts(column: str) -> str:
+    def counts(column: str, missing_label: str = "not logged") -> str:
         values = [f"{k} (n={v})" for k, v in cells[column].value_counts().sort_index().items()]
         missing = int(cells[column].isna().sum())
-        return ", ".join(values + ([f"not logged (n={missing})"] if missing else [])) or DASH
+        return ", ".join(values + ([f"{missing_label} (n={missing})"] if missing else [])) or DASH
 
     started = cells["start_time"]
     return [
         f"MLflow experiment `{experiment}`: {len(cells)} FINISHED runs tagged `raydistill.role = cell`"
         + (f", started {started.min():%Y-%m-%d %H:%M} to {started.max():%Y-%m-%d %H:%M} UTC" if len(started) else ""),
         f"device (tag `device`): {counts('tags.device')}",
-        f"k-means backend (tag `kmeans_backend`): {counts('tags.kmeans_backend')}",
+        f"k-means backend (tag `kmeans_backend`, none = no K-means): {counts('tags.kmeans_backend')}",
         f"k-means backend asked for (param `backend`): {counts('backend')}",
-        f"training images (param `train_limit`, NA = the whole training split): {counts('train_limit')}",
+        f"training images (param `train_limit`): {counts('train_limit', 'the whole training split')}",
         f"seeds (param `seed`): {counts('seed')}",
         f"student epochs (param `student_epochs`): {counts('student_epochs')}",
         f"teacher epochs (param `teacher_epochs`): {counts('teacher_epochs')}",

@@ -111,7 +111,7 @@ def _log(mlf, result: TrialResult, positive: int) -> None:
     metrics = {k: float(result.metrics[k]) for k in SCALARS if k in result.metrics}
     metrics |= {f"time_{phase}_s": seconds for phase, seconds in result.timings.items()}
     mlf.log_metrics(metrics)
-    mlf.set_tags({"device": result.device, "kmeans_backend": str(result.kmeans_backend)})
+    mlf.set_tags({"device": result.device, "kmeans_backend": result.kmeans_backend or "none"})  # none: no K-means
     with tempfile.TemporaryDirectory() as tmp:
         artifacts.write_all(result, Path(tmp), positive)
         mlf.log_artifacts(tmp)
