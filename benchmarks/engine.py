@@ -4,6 +4,7 @@ trials. A benchmark, not a test: it runs real sweeps.
 
     python benchmarks/engine.py --data-root DIR                        # this engine, both release rules
     python benchmarks/engine.py --data-root DIR --before OLD_CHECKOUT  # + the engine before issue 10
+    python benchmarks/engine.py --data-root DIR --grids reduced --engines milestone   # a part of it
 
 Engines: `milestone` (cells start once their teacher's milestone is in MLflow; the default),
 `two-stage` (cells start once their teacher's trial has ended), and `before` (a checkout of the
@@ -94,9 +95,15 @@ def main() -> int:
     parser.add_argument("--data-root", required=True, help="folder holding FashionMNIST/raw/")
     parser.add_argument("--before", type=Path, default=None, help="a checkout of the engine before issue 10")
     parser.add_argument("--grids", nargs="+", choices=list(GRIDS), default=list(GRIDS))
+    parser.add_argument("--engines", nargs="+", choices=["milestone", "two-stage", "before"], default=None,
+                        help="default: milestone, two-stage, and before when --before is given")
     args = parser.parse_args()
     data_root = str(Path(args.data_root).resolve())
-    engines = [("milestone", REPO), ("two-stage", REPO)] + ([("before", args.before.resolve())] if args.before else [])
+    if args.engines is None:
+        args.engines = ["milestone", "two-stage"] + (["before"] if args.before else [])
+    if "before" in args.engines and not args.before:
+        parser.error("--engines before needs --before OLD_CHECKOUT")
+    engines = [(engine, args.before.resolve() if engine == "before" else REPO) for engine in args.engines]
     print(f"engine.load_average_at_start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     for grid in args.grids:
         for engine, code in engines:
