@@ -68,7 +68,10 @@ def paper_settings(own_teachers: bool) -> Grid:
     fixed = {"lenet": {}, "baseline": {"train_limit": [10_000]}}
     parts = cells(["lenet", "baseline"], [200, 300, 400, 500, 600], [10, 50], [10, 20], fixed)
     shared = [h for h in SINGLE + PAIRS if not needs_own_teacher(h)]
-    grid = with_hypotheses(parts, shared)
+    # what the shift adds: plain K-means and random real images, honest, at 200 epochs (no teacher)
+    unshifted = [{"dataset": ["fashion-mnist"], "model": [m], "epochs": [200], "ipc": [10, 50], "method": [method],
+                  "modifier": ["none"], **fixed[m]} for m in ("lenet", "baseline") for method in ("kmeans", "random")]
+    grid = with_hypotheses(parts, shared) + unshifted
     if own_teachers:
         at_200 = cells(["lenet", "baseline"], [200], [10, 50], [], fixed)
         grid += with_hypotheses(at_200, [h for h in SINGLE + PAIRS if needs_own_teacher(h)])[len(at_200):]
