@@ -52,8 +52,12 @@ DRIVERS = {
 }
 
 
-def run_engine(engine: str, grid: str, data_root: str, results: Path, code_root: Path) -> float:
+def run_engine(engine: str, grid: str, data_root: str, results: Path, code_root: Path, last_only: bool) -> float:
     parts, fixed, seeds = GRIDS[grid]
+    if last_only and engine != "before":  # the engine before issue 10 scores the last epoch only
+        from raydistill.config import MAX_EPOCHS
+
+        fixed = {**fixed, "eval_every": MAX_EPOCHS}
     driver = DRIVERS["before" if engine == "before" else "milestone"]
     head = (f"import sys; sys.path.insert(0, {str(code_root)!r})\nfrom pathlib import Path\n"
             f"PARTS, FIXED, SEEDS = {parts!r}, {fixed!r}, {seeds!r}\nDATA = {data_root!r}\n"
@@ -97,6 +101,8 @@ def main() -> int:
     parser.add_argument("--grids", nargs="+", choices=list(GRIDS), default=list(GRIDS))
     parser.add_argument("--engines", nargs="+", choices=["milestone", "two-stage", "before"], default=None,
                         help="default: milestone, two-stage, and before when --before is given")
+    parser.add_argument("--last-epoch-only", action="store_true", help="students scored at their last epoch only, "
+                        "as before issue 10 (no accuracy curves), so that only the engines differ")
     args = parser.parse_args()
     data_root = str(Path(args.data_root).resolve())
     if args.engines is None:
@@ -108,12 +114,13 @@ def main() -> int:
     for grid in args.grids:
         for engine, code in engines:
             with tempfile.TemporaryDirectory() as tmp:
-                wall = run_engine(engine, grid, data_root, Path(tmp), code)
+                wall = run_engine(engine, grid, data_root, Path(tmp), code, args.last_epoch_only)
                 idle, busy, cells = idle_share(Path(tmp))
-            print(f"engine.{grid}.{engine}.cells: {cells}", flush=True)
-            print(f"engine.{grid}.{engine}.wall_s: {wall:.1f}", flush=True)
-            print(f"engine.{grid}.{engine}.trial_s: {busy:.1f}", flush=True)
-            print(f"engine.{grid}.{engine}.idle_share: {idle / busy:.4f}", flush=True)
+            name = f"{engine}-last-epoch-only" if args.last_epoch_only and engine != "before" else engine
+            print(f"engine.{grid}.{name}.cells: {cells}", flush=True)
+            print(f"engine.{grid}.{name}.wall_s: {wall:.1f}", flush=True)
+            print(f"engine.{grid}.{name}.trial_s: {busy:.1f}", flush=True)
+            print(f"engine.{grid}.{name}.idle_share: {idle / busy:.4f}", flush=True)
     print(f"engine.load_average_at_end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     return 0
 
