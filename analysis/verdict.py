@@ -33,6 +33,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import argparse
 from itertools import pairwise
 
+import numpy as np
 import pandas as pd
 
 from analysis.paper import PaperNumbers, load_paper
@@ -151,7 +152,7 @@ def verdict_table(runs: pd.DataFrame, paper: PaperNumbers | None = None) -> pd.D
 def _text(value: object) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return NA
-    if isinstance(value, bool):
+    if isinstance(value, bool | np.bool_):  # a frame's cell is numpy's bool
         return "yes" if value else "no"
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 

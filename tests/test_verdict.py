@@ -134,3 +134,9 @@ def test_empty_experiment(store: str, tmp_path: Path) -> None:
     assert table.loc[0, "MAE vs paper (pp)"] is None and not table.loc[0, "reproduces"]
     md, _ = write_verdict(runs, tmp_path / "out")
     assert "No forensics run has a cell that the paper prints" in md.read_text(encoding="utf-8")
+
+
+def test_shapes_read_yes_or_no_also_from_a_frame() -> None:
+    """The words under the table take shapes from a frame's cells, which hold numpy booleans."""
+    rows = pd.DataFrame({"hypothesis": ["a", "b"], "rising": [True, False]})
+    assert [verdict._text(rows.iloc[i]["rising"]) for i in range(2)] == ["yes", "no"]
