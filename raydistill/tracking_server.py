@@ -336,6 +336,13 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def stop_on_signals() -> None:
+    """SIGTERM (`kill` of a nohup'd copy) and SIGINT raise KeyboardInterrupt in the foreground
+    process that runs a server, also where SIGINT was ignored at start (a shell's `&`)."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m raydistill.tracking_server",
                                      description="Run the MLflow tracking server in the foreground until Ctrl-C.")
@@ -349,8 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for /health")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` of a nohup'd copy must stop the server too
-    signal.signal(signal.SIGINT, _interrupt)  # also when started where SIGINT was ignored (a shell's `&`)
+    stop_on_signals()
     try:
         server = start_server(args.root, args.host, args.port, workers=args.workers, timeout=args.timeout,
                               allowed_hosts=[h for h in args.allowed_hosts.split(",") if h],

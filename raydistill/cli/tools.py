@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from pathlib import Path
@@ -72,20 +71,15 @@ def add_comparison_views(uri: str) -> dict[str, str]:
     return found
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def handle_ui(args: argparse.Namespace) -> int:
     from raydistill import tracking
-    from raydistill.tracking_server import start_server
+    from raydistill.tracking_server import start_server, stop_on_signals
 
     results = args.results.expanduser().resolve()
     if not (results / "mlflow.db").is_file():
         raise ConfigError(f"no MLflow store at {results / 'mlflow.db'}; run a sweep first (or pass its --results)")
     experiments = add_comparison_views(f"sqlite:///{results / 'mlflow.db'}")
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the server too
-    signal.signal(signal.SIGINT, _interrupt)  # also when started where SIGINT was ignored (a shell's `&`)
+    stop_on_signals()
     server = start_server(results, port=args.port, workers=1, timeout=180)
     try:
         # workflowType: MLflow 3.17 opens its GenAI view unless told (it ignores mlflow.experimentKind)
