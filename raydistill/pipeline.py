@@ -19,7 +19,7 @@ from raydistill.config import TrialConfig
 from raydistill.data import Dataset, DeviceData
 from raydistill.distill import modifiers
 from raydistill.distill.cluster import resolve_backend
-from raydistill.protocols import Progress, StudentData, speed_options
+from raydistill.protocols import Progress, StudentCheckpoint, StudentData, speed_options
 from raydistill.registry import METHODS, PROTOCOLS
 from raydistill.teacher import TeacherSnapshot, train_teacher
 from raydistill.train import as_unit
@@ -43,6 +43,7 @@ class TrialResult:
     y_true: np.ndarray  # labels of the scored split
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     teacher: dict = field(default_factory=dict)
+    resumed_epoch: int = 0  # the student continued from an earlier attempt's checkpoint at this epoch
 
     def summary(self) -> dict:
         """Everything JSON-serialisable about the trial (NaN becomes null)."""
@@ -110,10 +111,14 @@ TeacherProvider = Callable[[Dataset, DeviceData], TeacherSnapshot]
 
 
 def run_trial(cfg: TrialConfig, data: Dataset | None = None, teacher: TeacherProvider | None = None,
-              progress: Progress | None = None) -> TrialResult:
+              progress: Progress | None = None, student_resume: StudentCheckpoint | None = None,
+              on_student_checkpoint: Callable[[StudentCheckpoint], None] | None = None) -> TrialResult:
     """Run one trial. `data` skips loading (already loaded, e.g. shared by Ray); `teacher` replaces
     teacher training (e.g. a cached snapshot at cfg.teacher_epochs from the same data and seed);
-    `progress(phase, epoch, epochs, values)` sees every training epoch."""
+    `progress(phase, epoch, epochs, values)` sees every training epoch. The student continues from
+    `student_resume` (an earlier attempt's checkpoint) when it was taken on the same distilled set,
+    and `on_student_checkpoint` keeps checkpoints (the paper protocol's, see raydistill.protocols);
+    the student's time then includes the earlier attempts' time up to that checkpoint."""
     cfg.validate()
     timer = Timer()
     wall = time.perf_counter()
@@ -142,11 +147,13 @@ def run_trial(cfg: TrialConfig, data: Dataset | None = None, teacher: TeacherPro
         images, labels = pool.x_train, pool.y_train
 
     positive = positive_index(cfg, data.classes)
-    student = StudentData(images, labels, tensors, positive, snap.state_dict if snap is not None else None)
+    student = StudentData(images, labels, tensors, positive, snap.state_dict if snap is not None else None,
+                          resume=student_resume, on_checkpoint=on_student_checkpoint)
     with timer("student"):  # training and scoring (the scored curves are part of it)
         evaluation = PROTOCOLS[cfg.protocol].obj(cfg, data, student, progress)
+    timer.seconds["student"] += evaluation.earlier_seconds
     timings = {k: round(v, 4) for k, v in timer.seconds.items()}
-    timings["total"] = round(time.perf_counter() - wall, 4)
+    timings["total"] = round(time.perf_counter() - wall + evaluation.earlier_seconds, 4)
     metrics = {**evaluation.metrics, "teacher_accuracy": teacher_info.get("test_accuracy", math.nan)}
     export = as_unit(images).cpu() if method.distills else torch.empty(0)
     return TrialResult(
@@ -155,6 +162,7 @@ def run_trial(cfg: TrialConfig, data: Dataset | None = None, teacher: TeacherPro
         images=export, labels=labels.cpu() if method.distills else torch.empty(0, dtype=torch.long),
         meta={**data.meta(), "pixel_scale": cfg.pixel_scale, "config": cfg.to_dict()}, proba=evaluation.proba,
         y_true=evaluation.y_true, curves=evaluation.curves, teacher=teacher_info,
+        resumed_epoch=evaluation.resumed_epoch,
     )
 
 

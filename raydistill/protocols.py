@@ -17,11 +17,15 @@ momentum), here the momentum buffer carries over (torch keeps it in gradient uni
 still shrinks tenfold).
 
 Every protocol scores accuracy curves on the way (test split and the set trained on, at the
-epochs `config.eval_epochs` names) without changing the training itself.
+epochs `config.eval_epochs` names) without changing the training itself. The paper protocol's
+long students (hundreds of epochs on a whole training set) are checkpointed at least every
+CHECKPOINT_SECONDS and continue from a checkpoint of the same set with the uninterrupted result.
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -34,7 +38,7 @@ from raydistill.config import TrialConfig, eval_epochs
 from raydistill.data import Dataset, DeviceData
 from raydistill.metrics import classification_metrics
 from raydistill.registry import PROTOCOLS
-from raydistill.train import SpeedOptions, fit, predict_proba
+from raydistill.train import CHECKPOINT_SECONDS, SpeedOptions, fit, predict_proba, to_cpu
 
 STUDENT_SEED_OFFSET = 1_000_003  # the student's init and batch order differ from the teacher's
 DC_LR = 0.01
@@ -53,6 +57,28 @@ class Evaluation:
     proba: np.ndarray  # class probabilities on the scored split (for the ROC figure)
     y_true: np.ndarray  # labels of the scored split
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # name -> [(epoch, value)]
+    resumed_epoch: int = 0  # the epoch of the checkpoint training continued from (0: from scratch)
+    earlier_seconds: float = 0.0  # student time of the attempts before that checkpoint
+
+
+@dataclass
+class StudentCheckpoint:
+    """Everything needed to continue a student's training exactly where it stopped."""
+
+    epoch: int
+    model_state: dict[str, torch.Tensor]
+    optimizer_state: dict
+    scorer_state: dict  # the curves so far and the scored test probabilities (Scorer.state)
+    seconds: float  # student time up to this epoch, over every attempt
+    fingerprint: str  # of the set trained on: a checkpoint is only continued on the same set
+
+
+def fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    for t in (images, labels):
+        digest.update(str((t.dtype, tuple(t.shape))).encode())
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
 
 
 @dataclass
@@ -64,6 +90,8 @@ class StudentData:
     tensors: DeviceData
     positive: int
     teacher_state: dict[str, torch.Tensor] | None = None  # the teacher's weights (student_init=teacher)
+    resume: StudentCheckpoint | None = None  # an earlier attempt's checkpoint, continued when it fits
+    on_checkpoint: Callable[[StudentCheckpoint], None] | None = None  # keeps a checkpoint somewhere
 
 
 def speed_options(cfg: TrialConfig) -> SpeedOptions:
@@ -99,6 +127,25 @@ class Scorer:
         if self.progress is not None:
             self.progress(self.phase, epoch, self.epochs, values)
 
+    def state(self) -> dict:
+        """What a checkpoint needs to continue scoring (probabilities as tensors: torch.load's safe mode)."""
+        return {"curves": {k: list(v) for k, v in self.curves.items()},
+                "best": None if self.best is None else (self.best[0], torch.from_numpy(self.best[1])),
+                "last_test": None if self.last_test is None else torch.from_numpy(self.last_test)}
+
+    def restore(self, state: dict) -> None:
+        """Continue from a checkpoint's state; `progress` sees its epochs again (a new run's history)."""
+        self.curves = {k: [tuple(point) for point in v] for k, v in state["curves"].items()}
+        self.best = None if state["best"] is None else (state["best"][0], state["best"][1].numpy())
+        self.last_test = None if state["last_test"] is None else state["last_test"].numpy()
+        if self.progress is not None:
+            by_epoch: dict[int, dict[str, float]] = {}
+            for name, points in self.curves.items():
+                for epoch, value in points:
+                    by_epoch.setdefault(epoch, {})[name] = value
+            for epoch in sorted(by_epoch):
+                self.progress(self.phase, epoch, self.epochs, by_epoch[epoch])
+
     def evaluation(self, model: nn.Module) -> Evaluation:
         """Metrics of the trained model on the split `score_on` names, at the epoch `epoch_pick` names."""
         s, cfg = self.student, self.cfg
@@ -119,17 +166,57 @@ def build_student(cfg: TrialConfig, data: Dataset, name: str, seed: int, device:
     return models.build(name, data.shape, data.num_classes, data.mean, data.std, normalize=normalize).to(device)
 
 
+class Checkpointer:
+    """An epoch callback: the scorer's, then a StudentCheckpoint to `student.on_checkpoint` at least
+    every CHECKPOINT_SECONDS (none after the last epoch: the result follows at once)."""
+
+    def __init__(self, scorer: Scorer, student: StudentData, optimizer: torch.optim.Optimizer, earlier_seconds: float):
+        self.scorer, self.student, self.optimizer, self.earlier = scorer, student, optimizer, earlier_seconds
+        self.start = self.saved = time.perf_counter()
+        self.fingerprint = fingerprint(student.images, student.labels) if student.on_checkpoint else ""
+
+    def __call__(self, epoch: int, model: nn.Module, stats) -> None:
+        self.scorer(epoch, model, stats)
+        now = time.perf_counter()
+        if self.student.on_checkpoint is None or epoch == self.scorer.epochs or now - self.saved < CHECKPOINT_SECONDS:
+            return
+        self.student.on_checkpoint(StudentCheckpoint(
+            epoch, to_cpu(model.state_dict()), to_cpu(self.optimizer.state_dict()), self.scorer.state(),
+            self.earlier + now - self.start, self.fingerprint))
+        self.saved = time.perf_counter()
+
+
+def usable(resume: StudentCheckpoint | None, student: StudentData, epochs: int) -> StudentCheckpoint | None:
+    """`resume` if it was taken on this very set before the last epoch, else None (start over)."""
+    if resume is None or resume.epoch >= epochs or resume.fingerprint != fingerprint(student.images, student.labels):
+        return None
+    return resume
+
+
 def evaluate_paper(cfg: TrialConfig, data: Dataset, student: StudentData, progress: Progress | None = None) -> Evaluation:
     """The paper's protocol: a fresh model (or the teacher, under student_init=teacher) of the
-    trial's architecture trained with Adam on the set, then scored."""
+    trial's architecture trained with Adam on the set, then scored; continued from
+    `student.resume` when that checkpoint was taken on the same set."""
     seed = cfg.seed + STUDENT_SEED_OFFSET
     model = build_student(cfg, data, cfg.model, seed, student.images.device)
     if cfg.student_init == "teacher":
         model.load_state_dict(student.teacher_state)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scorer = Scorer(cfg, student, cfg.student_epochs, "student", progress)
-    fit(model, student.images, student.labels, cfg.student_epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=seed,
-        on_epoch=scorer, speed=speed_options(cfg))
-    return scorer.evaluation(model)
+    resume = usable(student.resume, student, cfg.student_epochs)
+    if resume is not None:
+        model.load_state_dict(resume.model_state)
+        optimizer.load_state_dict(resume.optimizer_state)
+        scorer.restore(resume.scorer_state)
+        if student.on_checkpoint is not None:
+            student.on_checkpoint(resume)  # kept again at once: the attempt it came from may be dropped
+    earlier = resume.seconds if resume else 0.0
+    fit(model, student.images, student.labels, cfg.student_epochs, batch_size=cfg.batch_size, seed=seed,
+        optimizer=optimizer, start_epoch=resume.epoch if resume else 0,
+        on_epoch=Checkpointer(scorer, student, optimizer, earlier), speed=speed_options(cfg))
+    evaluation = scorer.evaluation(model)
+    evaluation.resumed_epoch, evaluation.earlier_seconds = (resume.epoch, earlier) if resume else (0, 0.0)
+    return evaluation
 
 
 def dc_optimizer(model: nn.Module, epochs: int) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.MultiStepLR]:

@@ -18,9 +18,7 @@ from torch import nn
 from raydistill import models
 from raydistill.data import Dataset, DeviceData
 from raydistill.distill.modifiers import per_sample_grad_l1
-from raydistill.train import EpochStats, SpeedOptions, fit, predict_proba
-
-CHECKPOINT_SECONDS = 600.0  # a checkpoint at least this often between milestones
+from raydistill.train import CHECKPOINT_SECONDS, EpochStats, SpeedOptions, fit, predict_proba, to_cpu
 
 
 @dataclass
@@ -47,16 +45,6 @@ class TeacherCheckpoint:
     model_state: dict[str, torch.Tensor]
     optimizer_state: dict
     train_seconds: float
-
-
-def _cpu(value):
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().clone()
-    if isinstance(value, dict):
-        return {k: _cpu(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_cpu(v) for v in value]
-    return value
 
 
 def train_teacher(
@@ -95,7 +83,8 @@ def train_teacher(
 
     def checkpoint(epoch: int, net: nn.Module) -> None:
         if on_checkpoint is not None:
-            on_checkpoint(TeacherCheckpoint(epoch, _cpu(net.state_dict()), _cpu(optimizer.state_dict()), clock["train"]))
+            on_checkpoint(TeacherCheckpoint(epoch, to_cpu(net.state_dict()), to_cpu(optimizer.state_dict()),
+                                            clock["train"]))
         clock["saved"] = time.perf_counter()
 
     def after_epoch(epoch: int, net: nn.Module, stats: EpochStats) -> None:
@@ -106,7 +95,7 @@ def train_teacher(
         if epoch in wanted:
             proba = predict_proba(net, tensors.x_test, speed=speed)
             accuracy = float((proba.argmax(1) == tensors.y_test.cpu()).float().mean())
-            snap = TeacherSnapshot(epoch, _cpu(net.state_dict()), stats.last_step_l1, accuracy, clock["train"])
+            snap = TeacherSnapshot(epoch, to_cpu(net.state_dict()), stats.last_step_l1, accuracy, clock["train"])
             if with_grad_l1:
                 grad_start = time.perf_counter()
                 snap.grad_l1 = per_sample_grad_l1(net, tensors.x_train, tensors.y_train).cpu()

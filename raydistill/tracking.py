@@ -5,6 +5,8 @@ An experiment (one per sweep name) holds three kinds of runs, told apart by `ray
   the comparison (tables, plots, the HTML report) as artifacts;
 - `cell`: one per grid cell, identified by `raydistill.cell_key` (a hash of the cell's whole
   config) and shown by its display name; a sweep re-runs nothing that has a FINISHED cell run;
+  while the cell trains, its run holds the student's latest checkpoint, which the next attempt
+  continues from (it is removed once the cell has FINISHED);
 - `teacher`: one per trained teacher (`raydistill.teacher` = its key), holding one artifact per epoch
   milestone and a checkpoint to continue from, so every cell needing that teacher reuses it.
 Cells and teachers are not nested under the sweep run, so the runs list shows them at once.
@@ -25,10 +27,12 @@ from pathlib import Path
 import mlflow
 import torch
 from mlflow.entities import Metric, Run, ViewType
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
 from raydistill.errors import ConfigError
 from raydistill.locks import waiting_lock
+from raydistill.protocols import StudentCheckpoint
 from raydistill.teacher import TeacherCheckpoint, TeacherSnapshot
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,7 @@ ROLE, SWEEP, SWEEP_RUN = "raydistill.role", "raydistill.sweep", "raydistill.swee
 CELL, CELL_KEY, TEACHER = "raydistill.cell", "raydistill.cell_key", "raydistill.teacher"
 FORENSICS, HYPOTHESIS, ERROR = "raydistill.forensics", "raydistill.hypothesis", "raydistill.error"
 TEACHER_RUN, NODE = "raydistill.teacher_run", "ray_node_id"  # the teacher run a cell used; the Ray node of a run
+CHECKPOINT_EPOCH, RESUMED = "raydistill.checkpoint_epoch", "raydistill.resumed_from_epoch"
 SQLITE = "sqlite:///"
 
 
@@ -112,11 +117,11 @@ def comparison_view(now_ms: int) -> str:
     return json.dumps({"name": "Comparison", "createdAt": now_ms, "updatedAt": now_ms, "state": json.dumps(state)})
 
 
-def search(uri: str, experiment_id: str, role: str) -> list[Run]:
-    """Every active run of one role, oldest first (all pages)."""
+def search(uri: str, experiment_id: str, role: str, view: int = ViewType.ACTIVE_ONLY) -> list[Run]:
+    """Every active (or `view`) run of one role, oldest first (all pages)."""
     client, found, token = MlflowClient(uri), [], None
     while True:
-        page = client.search_runs([experiment_id], f"tags.`{ROLE}` = '{role}'", run_view_type=ViewType.ACTIVE_ONLY,
+        page = client.search_runs([experiment_id], f"tags.`{ROLE}` = '{role}'", run_view_type=view,
                                   max_results=10_000, page_token=token)
         found += list(page)
         token = page.token
@@ -261,16 +266,16 @@ def teacher_holding(uri: str, experiment_id: str, key: str, epoch: int) -> str |
     return None
 
 
-def _upload(uri: str, run_id: str, payload: dict, name: str) -> None:
+def _upload(uri: str, run_id: str, payload: dict, name: str, folder: str = "teacher") -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
         torch.save(payload, path)
-        MlflowClient(uri).log_artifact(run_id, str(path), artifact_path="teacher")
+        MlflowClient(uri).log_artifact(run_id, str(path), artifact_path=folder)
 
 
-def _download(uri: str, run_id: str, name: str) -> dict:
+def _download(uri: str, run_id: str, name: str, folder: str = "teacher") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"teacher/{name}", dst_path=tmp,
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{folder}/{name}", dst_path=tmp,
                                                    tracking_uri=uri)
         return torch.load(path, weights_only=True)
 
@@ -287,16 +292,44 @@ def load_snapshot(uri: str, run_id: str, epoch: int) -> TeacherSnapshot:
     return TeacherSnapshot(**_download(uri, run_id, f"epoch_{epoch:05d}.pt"))
 
 
-def log_checkpoint(uri: str, run_id: str, ckpt: TeacherCheckpoint) -> None:
-    """Replace the run's checkpoint (the state to continue training from), then record its epoch."""
-    _upload(uri, run_id, vars(ckpt), "checkpoint.pt")
-    MlflowClient(uri).set_tag(run_id, "raydistill.checkpoint_epoch", str(ckpt.epoch))
+def log_checkpoint(uri: str, run_id: str, ckpt: TeacherCheckpoint | StudentCheckpoint) -> None:
+    """Replace the run's checkpoint (the state to continue training from: a teacher's in a teacher
+    run, a student's in a cell run), then record its epoch (the tag marks a complete upload)."""
+    _upload(uri, run_id, vars(ckpt), "checkpoint.pt", _checkpoint_folder(ckpt))
+    MlflowClient(uri).set_tag(run_id, CHECKPOINT_EPOCH, str(ckpt.epoch))
 
 
-def load_checkpoint(uri: str, run_id: str) -> TeacherCheckpoint | None:
-    if "raydistill.checkpoint_epoch" not in MlflowClient(uri).get_run(run_id).data.tags:
+def _checkpoint_folder(kind: type | object) -> str:
+    return "student" if kind is StudentCheckpoint or isinstance(kind, StudentCheckpoint) else "teacher"
+
+
+def load_checkpoint(uri: str, run_id: str, kind: type = TeacherCheckpoint):
+    """The run's checkpoint as a `kind` (TeacherCheckpoint or StudentCheckpoint), or None."""
+    if CHECKPOINT_EPOCH not in MlflowClient(uri).get_run(run_id).data.tags:
         return None
-    return TeacherCheckpoint(**_download(uri, run_id, "checkpoint.pt"))
+    return kind(**_download(uri, run_id, "checkpoint.pt", _checkpoint_folder(kind)))
+
+
+def latest_student_checkpoint(uri: str, experiment_id: str, key: str) -> StudentCheckpoint | None:
+    """The furthest student checkpoint left by an unfinished attempt of cell `key`, if any."""
+    runs = [r for r in cell_runs(uri, experiment_id, key)
+            if r.info.status != "FINISHED" and CHECKPOINT_EPOCH in r.data.tags]
+    if not runs:
+        return None
+    furthest = max(runs, key=lambda r: (int(r.data.tags[CHECKPOINT_EPOCH]), r.info.start_time))
+    return load_checkpoint(uri, furthest.info.run_id, StudentCheckpoint)
+
+
+def drop_student_checkpoints(uri: str, experiment_id: str, key: str) -> None:
+    """Remove the student checkpoints of every run of a FINISHED cell: nothing continues from
+    them. Active runs lose artifact and tag; dropped attempts (deleted runs, whose tags MLflow
+    keeps as they were) lose the artifact."""
+    client = MlflowClient(uri)
+    for run in search(uri, experiment_id, "cell", ViewType.ALL):
+        if run.data.tags.get(CELL_KEY) == key and CHECKPOINT_EPOCH in run.data.tags:
+            get_artifact_repository(run.info.artifact_uri, tracking_uri=uri).delete_artifacts("student")
+            if run.info.lifecycle_stage == "active":
+                client.delete_tag(run.info.run_id, CHECKPOINT_EPOCH)
 
 
 def log_folder(uri: str, run_id: str, folder: Path, artifact_path: str) -> None:

@@ -19,6 +19,9 @@ from torch import nn
 
 from raydistill.config import PRECISIONS, ConfigError
 
+# a training run (teacher or sweep student) is checkpointed at least this often (seconds)
+CHECKPOINT_SECONDS = float(os.environ.get("RAYDISTILL_CHECKPOINT_SECONDS", "600"))
+
 # graphs of one compiled function kept per process: each model, batch shape and option set is one,
 # and past torch's default of 8 the step would silently run eagerly
 COMPILED_GRAPHS = 64
@@ -87,6 +90,18 @@ def compile_problem(device: torch.device) -> str | None:
     if not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")):
         return "inductor needs the Python development headers (Python.h), which are not installed"
     return None
+
+
+def to_cpu(value):
+    """A copy of a tensor, or of the tensors in a (nested) dict or list, on the CPU: a state dict
+    or an optimizer state as it goes into a checkpoint."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, dict):
+        return {k: to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_cpu(v) for v in value]
+    return value
 
 
 def as_unit(x: torch.Tensor) -> torch.Tensor:

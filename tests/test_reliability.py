@@ -162,6 +162,27 @@ def test_ctrl_c_ends_the_sweep_interrupted_and_the_same_command_resumes(data, tm
     assert (results / "tables" / "smoke" / "table3.md").is_file()
 
 
+def test_a_cell_that_fails_mid_student_continues_from_its_checkpoint_on_the_retry(data, tmp_path):
+    """Cell e3 (3 student epochs) fails once after its second epoch; the retry continues from the
+    epoch-1 checkpoint: one FINISHED run, tagged, with the whole history and no checkpoint left."""
+    results = tmp_path / "res"
+    done = run(sweep_command(data, results, *FULL), RAYDISTILL_INJECT_FAULT="e3:1@2", RAYDISTILL_CHECKPOINT_SECONDS="0")
+    assert done.returncode == 0 and "FAILED" not in done.stderr, done.stderr[-3000:]
+    assert "retry   e3: RuntimeError: injected fault" in done.stderr
+    assert (results / "faults" / "e3").read_text() == "2"  # failed once, then ran through
+    cells = {r.info.run_name: r for r in runs(results, "cell")}
+    assert sorted(cells) == ["e1", "e3"] and {r.info.status for r in cells.values()} == {"FINISHED"}
+    e3 = cells["e3"]
+    assert e3.data.tags[tracking.RESUMED] == "1" and tracking.RESUMED not in cells["e1"].data.tags
+    assert tracking.CHECKPOINT_EPOCH not in e3.data.tags
+    history = tracking.MlflowClient(f"sqlite:///{results / 'mlflow.db'}").get_metric_history(e3.info.run_id,
+                                                                                            "student_train_loss")
+    assert sorted(m.step for m in history) == [1, 2, 3]
+    assert not [p for p in results.rglob("checkpoint.pt") if p.parent.name == "student"]
+    dropped = [r for r in runs(results, "cell", deleted=True) if r.info.run_name == "e3" and r.info.status == "FAILED"]
+    assert len(dropped) == 1  # the failed attempt, soft-deleted
+
+
 def test_ctrl_c_during_a_trial_exits_130_without_output(data, tmp_path, capsys, monkeypatch):
     from raydistill import pipeline
 

@@ -62,7 +62,8 @@ def cell_params(cell: dict, cfg: TrialConfig) -> dict:
 
 def run_cell(cell: dict, ctx: dict, data: Dataset) -> None:
     """Run one cell in a fresh MLflow run; earlier unfinished attempts are dropped before, and
-    twins of this run after (a create that MLflow's client retried over HTTP can leave one).
+    twins of this run after (a create that MLflow's client retried over HTTP can leave one). The
+    student continues from the furthest checkpoint an earlier attempt left (paper protocol).
 
     A retry of a cell whose run is already FINISHED (its trial died after ending the run, before
     Tune heard of it, e.g. with its node) reports that run instead of running the cell again."""
@@ -74,16 +75,20 @@ def run_cell(cell: dict, ctx: dict, data: Dataset) -> None:
         report({k: v for k, v in done.data.metrics.items() if k in (*SCALARS, "time_total_s")} | {"done_cell": 1},
                always=True)
         return
+    resume = tracking.latest_student_checkpoint(uri, experiment_id, cell["key"])
     tracking.drop_unfinished_cell_runs(uri, experiment_id, cell["key"])
     tags = cell_tags(cell, ctx, cfg) | {"ray_trial_id": tune.get_context().get_trial_id(),
                                        tracking.NODE: ray.get_runtime_context().get_node_id()}
     mlf = setup_mlflow(cell_params(cell, cfg), tracking_uri=uri, experiment_id=experiment_id, run_name=cell["name"],
                        tags=tags)
-    history = tracking.MetricLog(uri, mlf.active_run().info.run_id)
+    run_id = mlf.active_run().info.run_id
+    history = tracking.MetricLog(uri, run_id)
 
     def progress(phase: str, epoch: int, epochs: int, values: dict[str, float]) -> None:
         history.log({f"{phase}_{k}": v for k, v in values.items()}, epoch)
         report({"phase": phase, "epoch": epoch, "epochs": epochs, **values})
+        if phase == "student":
+            _maybe_fail(cell["name"], Path(ctx["results_dir"]), epoch)
 
     teacher = None
     if cell["teacher"] is not None:
@@ -93,9 +98,12 @@ def run_cell(cell: dict, ctx: dict, data: Dataset) -> None:
             return tracking.load_snapshot(uri, run_id, cfg.teacher_epochs)
     try:
         _maybe_fail(cell["name"], Path(ctx["results_dir"]))
-        result = run_trial(cfg, data, teacher=teacher, progress=progress)
+        result = run_trial(cfg, data, teacher=teacher, progress=progress, student_resume=resume,
+                           on_student_checkpoint=lambda ckpt: tracking.log_checkpoint(uri, run_id, ckpt))
         history.flush()
         _log(mlf, result, positive_index(cfg, result.classes))
+        if result.resumed_epoch:
+            mlf.set_tag(tracking.RESUMED, str(result.resumed_epoch))
     except BaseException as err:
         history.flush()
         mlf.set_tag(tracking.ERROR, f"{type(err).__name__}: {err}"[:5000])
@@ -103,6 +111,7 @@ def run_cell(cell: dict, ctx: dict, data: Dataset) -> None:
         raise
     mlf.end_run("FINISHED")
     tracking.drop_unfinished_cell_runs(uri, experiment_id, cell["key"])
+    tracking.drop_student_checkpoints(uri, experiment_id, cell["key"])
     report({k: result.metrics[k] for k in SCALARS if k in result.metrics} | {"time_total_s": result.timings["total"],
                                                                             "done_cell": 1}, always=True)
 
@@ -117,12 +126,15 @@ def _log(mlf, result: TrialResult, positive: int) -> None:
         mlf.log_artifacts(tmp)
 
 
-def _maybe_fail(name: str, results_dir: Path) -> None:
+def _maybe_fail(name: str, results_dir: Path, student_epoch: int | None = None) -> None:
     """Fault injection for tests: FAULT_ENV is a comma-separated list of NAME_SUBSTRING (fail every
-    attempt) or NAME_SUBSTRING:N (fail the first N attempts); attempts are counted on disk."""
+    attempt) or NAME_SUBSTRING:N (fail the first N attempts), at the start of the job, or with
+    @EPOCH appended (NAME_SUBSTRING:N@EPOCH) once the student has trained EPOCH epochs; attempts are
+    counted on disk."""
     for spec in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
         pattern, _, times = spec.partition(":")
-        if pattern not in name:
+        times, _, at = times.partition("@")
+        if pattern not in name or student_epoch != (int(at) if at else None):
             continue
         counter = results_dir / "faults" / name
         counter.parent.mkdir(parents=True, exist_ok=True)

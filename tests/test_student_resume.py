@@ -1,0 +1,104 @@
+"""A student continued from a checkpoint is the student that never stopped: same weights' scores,
+curves and metrics; a checkpoint of another set is not continued; checkpoints survive MLflow."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from raydistill import protocols, tracking
+from raydistill.config import TrialConfig
+from raydistill.data import load
+from raydistill.pipeline import run_trial
+
+EPOCHS = 3
+
+
+def student(data, on_checkpoint=None, resume=None, images=None):
+    tensors = data.to(torch.device("cpu"))
+    x = tensors.x_train if images is None else images
+    return protocols.StudentData(x, tensors.y_train, tensors, 1, resume=resume, on_checkpoint=on_checkpoint)
+
+
+def config(**overrides) -> TrialConfig:
+    return TrialConfig(model="lenet", student_epochs=EPOCHS, seed=4, batch_size=16, eval_every=1, **overrides)
+
+
+@pytest.mark.parametrize("epoch_pick", ["last", "best-test"])
+def test_continuing_a_student_from_a_checkpoint_gives_the_uninterrupted_result(mnist_root, monkeypatch, epoch_pick):
+    data = load("mnist", mnist_root)
+    cfg = config(epoch_pick=epoch_pick)
+    straight = protocols.evaluate_paper(cfg, data, student(data))
+    monkeypatch.setattr(protocols, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint after every epoch but the last
+    kept: list[protocols.StudentCheckpoint] = []
+    protocols.evaluate_paper(cfg, data, student(data, kept.append))
+    assert [c.epoch for c in kept] == list(range(1, EPOCHS))
+    seen = []
+    again: list[protocols.StudentCheckpoint] = []
+    resumed = protocols.evaluate_paper(cfg, data, student(data, again.append, resume=kept[0]),
+                                       progress=lambda *args: seen.append(args[1]))
+    assert resumed.resumed_epoch == 1 and resumed.earlier_seconds == kept[0].seconds > 0
+    assert again[0] is kept[0]  # kept again at once, before any training
+    assert seen == list(range(1, EPOCHS + 1))  # the checkpoint's epochs are reported again, then the rest
+    np.testing.assert_array_equal(resumed.proba, straight.proba)  # bit for bit
+    assert resumed.metrics["accuracy"] == straight.metrics["accuracy"]
+    assert resumed.curves == straight.curves
+
+
+def test_a_checkpoint_of_another_set_or_past_the_last_epoch_is_not_continued(mnist_root, monkeypatch):
+    data = load("mnist", mnist_root)
+    monkeypatch.setattr(protocols, "CHECKPOINT_SECONDS", 0.0)
+    kept: list[protocols.StudentCheckpoint] = []
+    protocols.evaluate_paper(config(), data, student(data, kept.append))
+    other = data.to(torch.device("cpu")).x_train.clone()
+    other[0, 0, 0, 0] ^= 1  # one pixel differs
+    straight = protocols.evaluate_paper(config(), data, student(data, images=other))
+    resumed = protocols.evaluate_paper(config(), data, student(data, resume=kept[-1], images=other))
+    assert resumed.resumed_epoch == 0
+    np.testing.assert_array_equal(resumed.proba, straight.proba)
+    shorter = protocols.evaluate_paper(config().replace(student_epochs=2), data, student(data, resume=kept[-1]))
+    assert shorter.resumed_epoch == 0  # epoch 2 of 3 is not before the last of a 2-epoch student
+
+
+def test_a_resumed_trial_counts_the_earlier_student_time(mnist_root, monkeypatch):
+    monkeypatch.setattr(protocols, "CHECKPOINT_SECONDS", 0.0)
+    cfg = config(method="random", modifier="none", ipc=2, dataset="mnist", data_root=str(mnist_root), device="cpu")
+    kept: list[protocols.StudentCheckpoint] = []
+    straight = run_trial(cfg, on_student_checkpoint=kept.append)
+    ckpt = kept[1]
+    ckpt.seconds = 1000.0  # an earlier attempt's time up to epoch 2
+    resumed = run_trial(cfg, student_resume=ckpt)
+    assert resumed.resumed_epoch == 2 and straight.resumed_epoch == 0
+    assert resumed.timings["student"] > 1000.0 and resumed.timings["total"] > 1000.0
+    assert resumed.metrics["accuracy"] == straight.metrics["accuracy"]
+    assert torch.equal(resumed.images, straight.images)
+
+
+def test_the_furthest_student_checkpoint_of_an_unfinished_attempt_round_trips_and_all_are_dropped(mnist_root, tmp_path,
+                                                                                             monkeypatch):
+    data = load("mnist", mnist_root)
+    monkeypatch.setattr(protocols, "CHECKPOINT_SECONDS", 0.0)
+    kept: list[protocols.StudentCheckpoint] = []
+    protocols.evaluate_paper(config(epoch_pick="best-test"), data, student(data, kept.append))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.init_store(uri)
+    experiment = tracking.ensure_experiment(uri, "t", tmp_path / "artifacts")
+    client = tracking.MlflowClient(uri)
+    runs = []
+    for epoch, status in [(2, "FAILED"), (1, "KILLED"), (2, "FINISHED")]:  # the finished one is never continued
+        run_id = client.create_run(experiment, tags={tracking.ROLE: "cell", tracking.CELL_KEY: "k"}).info.run_id
+        tracking.log_checkpoint(uri, run_id, kept[epoch - 1])
+        client.set_terminated(run_id, status)
+        runs.append(run_id)
+    back = tracking.latest_student_checkpoint(uri, experiment, "k")
+    want = kept[1]
+    assert back.epoch == 2 and back.fingerprint == want.fingerprint and back.seconds == want.seconds
+    assert all(torch.equal(back.model_state[k], want.model_state[k]) for k in want.model_state)
+    assert back.scorer_state["curves"] == want.scorer_state["curves"]
+    assert torch.equal(back.scorer_state["best"][1], want.scorer_state["best"][1])
+    assert tracking.latest_student_checkpoint(uri, experiment, "other") is None
+    client.delete_run(runs[1])  # a dropped attempt's checkpoint goes too
+    tracking.drop_student_checkpoints(uri, experiment, "k")
+    assert tracking.latest_student_checkpoint(uri, experiment, "k") is None
+    assert not [p for p in (tmp_path / "artifacts").rglob("checkpoint.pt") if p.parent.name == "student"]
