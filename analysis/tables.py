@@ -3,7 +3,8 @@
     python analysis/tables.py [--experiment NAME] [--results DIR] [--out DIR] [--tracking-uri URI]
 
 Reads the sweep's own store (RESULTS/mlflow.db) unless --tracking-uri is given. Writes
-``tableN.md``/``.csv``/``.tex`` per table, PNG plots, ``all_tables.md`` and a self-contained
+``tableN.md``/``.csv``/``.tex`` per table, the run lists (``runs``, ``forensics_runs``), PNG plots,
+``all_tables.md`` and a self-contained
 ``report.html`` into --out (default RESULTS/tables/NAME); prints the paths.
 """
 
@@ -25,7 +26,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
-from analysis import audit, plots, report, verdict
+from analysis import audit, plots, report, run_list, verdict
 from analysis.paper import PaperNumbers, load_paper
 from analysis.runs import full_data, load_cells, ordered, paper_method, select
 from raydistill.tracking import check_reachable, local_store
@@ -305,6 +306,20 @@ def forensics_table(cells: pd.DataFrame, forensic: pd.DataFrame) -> Table:
     return Table("forensics_verdict", verdict.TITLE, verdict.plain_words(verdict.verdict_table(both), both), frame)
 
 
+def runs_table(runs: pd.DataFrame, paper: PaperNumbers, hypotheses: bool = False) -> Table:
+    """Every finished run on its own line (analysis/run_list.py): honest runs, or hypotheses."""
+    frame = run_list.run_list(runs, paper, hypotheses)
+    frame = frame.set_index(list(frame.columns[:3 if hypotheses else 2]))
+    what = "Every finished run, seed by seed"
+    notes = ("One row per FINISHED cell run; paper = the paper's printed accuracy for that cell (Tables 1-3), "
+             "diff = ours − paper in percentage points; wall = the cell's own time (its teacher is shared and not "
+             "counted); training images: all = the whole training split.")
+    if hypotheses:
+        return Table("forensics_runs", f"Forensics runs (hypotheses, not results): {what.lower()}",
+                     notes + " Each run evaluates a hypothesis about the paper's protocol; none is a result.", frame)
+    return Table("runs", f"{what} (honest protocol)", notes, frame)
+
+
 def audit_table() -> Table:
     """The audit's flagged findings (analysis/audit.py): each names the paper's table, row and column."""
     findings = audit.frame(audit.audit())
@@ -326,7 +341,9 @@ def write_report(
     ``report.html`` into ``out``; return the written paths. `forensic` runs (hypotheses) only
     feed the forensics verdict, never the honest tables."""
     out.mkdir(parents=True, exist_ok=True)
-    tables = build_tables(cells, paper, binary_dataset)
+    tables = build_tables(cells, paper, binary_dataset) + [runs_table(cells, paper)]
+    if forensic is not None and not forensic.empty:
+        tables.append(runs_table(forensic, paper, hypotheses=True))
     paths = [path for table in tables for path in write_table(table, out)]
     if forensic is not None and not forensic.empty:
         paths += verdict.write_verdict(pd.concat([cells, forensic], ignore_index=True), out)

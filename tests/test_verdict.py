@@ -140,3 +140,24 @@ def test_shapes_read_yes_or_no_also_from_a_frame() -> None:
     """The words under the table take shapes from a frame's cells, which hold numpy booleans."""
     rows = pd.DataFrame({"hypothesis": ["a", "b"], "rising": [True, False]})
     assert [verdict._text(rows.iloc[i]["rising"]) for i in range(2)] == ["yes", "no"]
+
+
+def test_run_lists_keep_honest_runs_and_hypotheses_apart_with_the_paper_value(store: str, tmp_path: Path) -> None:
+    from analysis.tables import main as tables_main
+
+    out = tmp_path / "tables"
+    assert tables_main(["--experiment", EXPERIMENT, "--out", str(out), "--tracking-uri", store]) == 0
+    honest = pd.read_csv(out / "runs.csv", dtype=str, keep_default_na=False)
+    assert len(honest) == 4 and "hypothesis" not in honest
+    by_set = honest.set_index(["set", "epochs", "seed"])
+    seed1 = by_set.loc[("kmeans + grad-l1, ipc 10", "200", "1")]
+    assert (seed1["accuracy (%)"], seed1["paper (%)"], seed1["diff (pp)"]) == ("77.00", "96.80", "-19.80")
+    full = by_set.loc[("full training set", "200", "0")]  # Table 3: 98.49
+    assert (full["training images"], full["paper (%)"], full["diff (pp)"]) == ("2,000", "98.49", "-8.49")
+    assert by_set.loc[("kmeans + grad-l1, ipc 10", "300", "0"), "diff (pp)"] == "-23.58"  # Table 1: 97.58
+    hypotheses = pd.read_csv(out / "forensics_runs.csv", dtype=str, keep_default_na=False)
+    assert len(hypotheses) == 9 and hypotheses["hypothesis"].value_counts()[FIT] == 7
+    mnist = hypotheses[hypotheses["dataset"] == "mnist"].iloc[0]  # MNIST, Table 1 baseline at 200: 97.51
+    assert (mnist["hypothesis"], mnist["paper (%)"], mnist["diff (pp)"]) == ("leak_test=true", "97.51", "+1.49")
+    title = (out / "forensics_runs.md").read_text(encoding="utf-8").splitlines()[0]
+    assert title.startswith("## Forensics runs (hypotheses, not results)")

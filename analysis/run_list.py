@@ -1,0 +1,58 @@
+"""Every finished cell run on its own line, beside the paper's printed value where the paper has one:
+the list behind the averaged Tables 1-3, with each run's seed, training images and wall time."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis.paper import PaperNumbers
+
+DASH = "–"
+COLUMNS = ("dataset", "model", "training images", "set", "epochs", "seed", "accuracy (%)", "sensitivity (%)",
+           "specificity (%)", "wall (s)", "paper (%)", "diff (pp)")
+SORT = ["dataset_label", "model", "method", "modifier", "ipc", "student_epochs", "seed"]
+
+
+def paper_accuracy(paper: PaperNumbers, run: pd.Series) -> float | None:
+    """The paper's printed accuracy for the cell this run measures (Tables 1-3: the paper's method
+    at ipc 10 or 50, or the full training set; paper protocol only), else ``None``."""
+    if run["protocol"] != "paper" or pd.isna(run["student_epochs"]):
+        return None
+    if run["method"] == "full":
+        keys = [(3, None)]
+    elif run["method"] == "kmeans" and run["modifier"] == "grad-l1" and not pd.isna(run["ipc"]):
+        keys = [(t, int(run["ipc"])) for t in (1, 2, 3)]
+    else:
+        return None
+    values = (paper.value(table=table, dataset=run["dataset_label"], model=run["model"], method=run["method"], ipc=ipc,
+                          epochs=int(run["student_epochs"])) for table, ipc in keys)
+    return next((v for v in values if v is not None), None)
+
+
+def _pct(fraction: object) -> str:
+    return DASH if pd.isna(fraction) else f"{100 * float(fraction):.2f}"
+
+
+def _set(run: pd.Series) -> str:
+    if run["method"] == "full":
+        return "full training set"
+    return f"{run['method']} + {run['modifier']}, ipc {int(run['ipc'])}" + (
+        "" if run["protocol"] == "paper" else f" ({run['protocol']} protocol)")
+
+
+def run_list(runs: pd.DataFrame, paper: PaperNumbers, hypotheses: bool = False) -> pd.DataFrame:
+    """One row per run (a frame of strings). With ``hypotheses`` the first column names each run's
+    hypothesis; the caller keeps honest and forensics runs in separate lists."""
+    rows = []
+    for _, run in runs.sort_values(["hypothesis", *SORT] if hypotheses else SORT, kind="stable").iterrows():
+        value = paper_accuracy(paper, run)
+        accuracy = None if pd.isna(run["accuracy"]) else 100 * float(run["accuracy"])
+        row = [run["dataset_label"], run["model"],
+               "all" if pd.isna(run["train_limit"]) else f"{int(run['train_limit']):,}", _set(run),
+               str(int(run["student_epochs"])), str(int(run["seed"])) if not pd.isna(run["seed"]) else DASH,
+               _pct(run["accuracy"]), _pct(run["sensitivity"]), _pct(run["specificity"]),
+               DASH if pd.isna(run["time_total_s"]) else f"{float(run['time_total_s']):.0f}",
+               DASH if value is None else f"{value:.2f}",
+               DASH if value is None or accuracy is None else f"{accuracy - value:+.2f}"]
+        rows.append(([run["hypothesis"]] if hypotheses else []) + row)
+    return pd.DataFrame(rows, columns=(["hypothesis"] if hypotheses else []) + list(COLUMNS), dtype=str)
