@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,15 +35,45 @@ figcaption { color: #555; font-size: 12px; }
 
 
 def inline(text: str) -> str:
-    """One line of the tables' markdown as HTML: escaped, with `code` spans kept."""
+    """One line of the tables' markdown as HTML: escaped, with `code` spans and **bold** kept."""
     parts = html.escape(text).split("`")
-    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+    return "".join(f"<code>{part}</code>" if i % 2 else re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", part)
+                   for i, part in enumerate(parts))
+
+
+def notes_html(text: str) -> str:
+    """A table's notes (markdown paragraphs and `- ` list items, nesting flattened) as HTML."""
+    blocks: list[str] = []
+    paragraph: list[str] = []
+    items: list[str] = []
+
+    def close() -> None:
+        if paragraph:
+            blocks.append(f"<p class=\"notes\">{inline(' '.join(paragraph))}</p>")
+        if items:
+            blocks.append("<ul class=\"notes\">" + "".join(f"<li>{inline(item)}</li>" for item in items) + "</ul>")
+        paragraph.clear()
+        items.clear()
+
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("- "):
+            if paragraph:
+                close()
+            items.append(stripped[2:])
+        elif stripped:
+            if items:
+                close()
+            paragraph.append(stripped)
+        else:
+            close()
+    close()
+    return "\n".join(blocks)
 
 
 def table_html(table: Table) -> str:
     frame = table.frame.to_html(border=0, escape=True, sparsify=True)
-    return (f"<h2>{html.escape(table.title)}</h2>\n<p class=\"notes\">{inline(table.notes)}</p>\n"
-            f"<div class=\"scroll\">{frame}</div>")
+    return f"<h2>{html.escape(table.title)}</h2>\n{notes_html(table.notes)}\n<div class=\"scroll\">{frame}</div>"
 
 
 def figure_html(path: Path) -> str:

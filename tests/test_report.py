@@ -36,9 +36,19 @@ def test_report_is_self_contained(report: Path) -> None:  # noqa: F811
 def test_report_holds_the_tables(report: Path) -> None:  # noqa: F811
     page = (report / "report.html").read_text(encoding="utf-8")
     titles = re.findall(r"^## (.+)$", (report / "all_tables.md").read_text(encoding="utf-8"), flags=re.M)
-    assert len(titles) == 9  # provenance, Tables 1-5, ablation, the audit's flagged findings, figures
+    assert len(titles) == 10  # provenance, Tables 1-5, ablation, the run list, the audit's flagged findings, figures
     for title in titles[1:-1]:
         assert f"<h2>{html.escape(title)}</h2>" in page, title
     assert page.index("How the runs were obtained") < page.index("<h2>Table 1")
     assert "<code>analysis-test</code>: 11 FINISHED runs" in page and "NVIDIA H100 80GB HBM3 (n=1)" in page
     assert "<td>91.00 ± 1.41</td>" in page and "<td>99.86/1000</td>" in page  # Table 1 and Table 4 cells
+
+
+def test_notes_markdown_becomes_paragraphs_lists_bold_and_code() -> None:
+    from analysis.report import notes_html
+
+    text = "**Audit** (`raydistill audit`): 2 <flags>.\n- Table 5: a\n  - nested `x`\nafter the list\n\nsecond"
+    assert notes_html(text) == (
+        '<p class="notes"><strong>Audit</strong> (<code>raydistill audit</code>): 2 &lt;flags&gt;.</p>\n'
+        '<ul class="notes"><li>Table 5: a</li><li>nested <code>x</code></li></ul>\n'
+        '<p class="notes">after the list</p>\n<p class="notes">second</p>')
