@@ -235,7 +235,8 @@ def _tune(name: str, todo: Sequence[Cell], datasets: dict, uri: str, experiment_
                "results_dir": str(results), "git_commit": git_commit()}
         teacher_configs = [(job, _teacher_config(job, gpus, done[job.key])) for job in jobs.values()
                            if set(job.milestones) - done[job.key]]
-        searcher = CellReleaser(teacher_configs, [(c, _cell_config(c, gpus)) for c in todo], done, release_on)
+        searcher = CellReleaser(teacher_configs, [(c, _cell_config(c, gpus, p)) for c, p in zip(todo, priorities(todo))],
+                                done, release_on)
         trainable = tune.with_resources(tune.with_parameters(run_job, datasets=datasets),
                                         lambda config: tune.PlacementGroupFactory([config["job"]["resources"]]))
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -305,8 +306,23 @@ def _teacher_config(job: TeacherJob, gpus: bool, done: set[int]) -> dict:
                     "resources": resources(job.config, gpus)}}
 
 
-def _cell_config(cell: Cell, gpus: bool) -> dict:
-    return {"job": {"kind": "cell", "priority": 2 if cell.config.is_forensics else 1, "key": cell.key,
+def priorities(cells: list[Cell]) -> list[int]:
+    """1 for honest cells; forensics hypotheses take turns: 2 + the cell's rank among its own
+    hypothesis's cells in grid order (every hypothesis's first cell, then every second one...)."""
+    seen: dict[str, int] = {}
+    out = []
+    for cell in cells:
+        if not cell.config.is_forensics:
+            out.append(1)
+            continue
+        rank = seen.get(cell.config.hypothesis, 0)
+        seen[cell.config.hypothesis] = rank + 1
+        out.append(2 + rank)
+    return out
+
+
+def _cell_config(cell: Cell, gpus: bool, priority: int) -> dict:
+    return {"job": {"kind": "cell", "priority": priority, "key": cell.key,
                     "name": cell.name, "trial": cell.config.to_dict(),
                     "teacher": cell.teacher_key, "data_key": cell.data_key, "resources": resources(cell.config, gpus)}}
 
