@@ -46,6 +46,15 @@ class PaperNumbers:
             raise ValueError(f"ambiguous paper lookup: {len(hit)} rows")
         return None if hit.empty else float(hit["value"].iloc[0])
 
+    def table_accuracy(self, dataset: str, model: str, method: str, ipc: object, epochs: int) -> float | None:
+        """The printed accuracy of a Tables 1-3 cell: the full training set (Table 3) or the
+        paper's method at ``ipc`` (the first of Tables 1, 2, 3 that prints it), else ``None``."""
+        if method == "full":
+            return self.value(table=3, dataset=dataset, model=model, method="full", ipc=None, epochs=epochs)
+        values = (self.value(table=t, dataset=dataset, model=model, method="kmeans", ipc=int(ipc), epochs=epochs)
+                  for t in (1, 2, 3))
+        return next((v for v in values if v is not None), None)
+
 
 def load_paper(path: Path = CSV_PATH) -> PaperNumbers:
     """Read the CSV: integer keys as nullable ``Int64``, ``value`` as float, text columns as str."""

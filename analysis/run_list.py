@@ -18,15 +18,11 @@ def paper_accuracy(paper: PaperNumbers, run: pd.Series) -> float | None:
     at ipc 10 or 50, or the full training set; paper protocol only), else ``None``."""
     if run["protocol"] != "paper" or pd.isna(run["student_epochs"]):
         return None
-    if run["method"] == "full":
-        keys = [(3, None)]
-    elif run["method"] == "kmeans" and run["modifier"] == "grad-l1" and not pd.isna(run["ipc"]):
-        keys = [(t, int(run["ipc"])) for t in (1, 2, 3)]
-    else:
-        return None
-    values = (paper.value(table=table, dataset=run["dataset_label"], model=run["model"], method=run["method"], ipc=ipc,
-                          epochs=int(run["student_epochs"])) for table, ipc in keys)
-    return next((v for v in values if v is not None), None)
+    if run["method"] == "full" or (run["method"] == "kmeans" and run["modifier"] == "grad-l1"
+                                   and not pd.isna(run["ipc"])):
+        return paper.table_accuracy(run["dataset_label"], run["model"], run["method"], run["ipc"],
+                                    int(run["student_epochs"]))
+    return None
 
 
 def _pct(fraction: object) -> str:

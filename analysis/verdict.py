@@ -79,17 +79,6 @@ def table_cells(runs: pd.DataFrame) -> pd.DataFrame:
     return cells.rename(columns={"student_epochs": "epochs"})
 
 
-def paper_value(paper: PaperNumbers, model: str, method: str, ipc: object, epochs: int) -> float | None:
-    """The paper's printed accuracy for a Fashion-MNIST cell of Tables 1-3, or ``None``."""
-    if method == "full":
-        return paper.value(table=3, dataset=DATASET, model=model, method="full", ipc=None, epochs=epochs)
-    values = (
-        paper.value(table=t, dataset=DATASET, model=model, method="kmeans", ipc=int(ipc), epochs=epochs)
-        for t in (1, 2, 3)
-    )
-    return next((v for v in values if v is not None), None)
-
-
 def rising(cells: pd.DataFrame) -> bool | None:
     """Shape (a) on one hypothesis's cells; ``None`` when no series has two epoch points."""
     verdicts = [
@@ -127,7 +116,8 @@ def verdict_table(runs: pd.DataFrame, paper: PaperNumbers | None = None) -> pd.D
     """One row per hypothesis (the honest protocol first): counts, MAE, the three shapes, reproduces."""
     paper = load_paper() if paper is None else paper
     kept, cells = table_runs(runs), table_cells(runs)
-    cells["paper"] = [paper_value(paper, r.model, r.method, r.ipc, int(r.epochs)) for r in cells.itertuples()]
+    cells["paper"] = [paper.table_accuracy(DATASET, r.model, r.method, r.ipc, int(r.epochs))
+                      for r in cells.itertuples()]
     rows = []
     for hypothesis in [HONEST, *sorted(set(cells["hypothesis"]) - {HONEST})]:
         mine = cells[cells["hypothesis"] == hypothesis]

@@ -295,12 +295,12 @@ def load_snapshot(uri: str, run_id: str, epoch: int) -> TeacherSnapshot:
 def log_checkpoint(uri: str, run_id: str, ckpt: TeacherCheckpoint | StudentCheckpoint) -> None:
     """Replace the run's checkpoint (the state to continue training from: a teacher's in a teacher
     run, a student's in a cell run), then record its epoch (the tag marks a complete upload)."""
-    _upload(uri, run_id, vars(ckpt), "checkpoint.pt", _checkpoint_folder(ckpt))
+    _upload(uri, run_id, vars(ckpt), "checkpoint.pt", _checkpoint_folder(type(ckpt)))
     MlflowClient(uri).set_tag(run_id, CHECKPOINT_EPOCH, str(ckpt.epoch))
 
 
-def _checkpoint_folder(kind: type | object) -> str:
-    return "student" if kind is StudentCheckpoint or isinstance(kind, StudentCheckpoint) else "teacher"
+def _checkpoint_folder(kind: type) -> str:
+    return "student" if kind is StudentCheckpoint else "teacher"
 
 
 def load_checkpoint(uri: str, run_id: str, kind: type = TeacherCheckpoint):
