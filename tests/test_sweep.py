@@ -156,20 +156,23 @@ def test_a_failed_teacher_fails_its_cells_with_its_error_and_the_same_command_re
     assert len([r for r in runs(results, "cell", deleted=True) if r.info.lifecycle_stage == "deleted"]) == 4
 
 
-def test_ready_trials_go_teachers_honest_cells_then_hypotheses_taking_turns():
+def test_ready_trials_go_teachers_honest_cells_then_hypotheses_taking_turns_cheapest_first():
     from raydistill.config import TrialConfig
     from raydistill.tune.grid import Cell
     from raydistill.tune.runner import _cell_config, priorities
     from raydistill.tune.scheduler import CellReleaser
 
-    grid = [("fit-10", {"score_on": "fit", "student_epochs": 10}), ("fit-20", {"score_on": "fit", "student_epochs": 20}),
+    grid = [("fit-30", {"score_on": "fit", "student_epochs": 30}), ("fit-10", {"score_on": "fit", "student_epochs": 10}),
             ("train-10", {"score_on": "train", "student_epochs": 10}), ("honest-10", {"student_epochs": 10}),
-            ("train-20", {"score_on": "train", "student_epochs": 20}), ("honest-20", {"student_epochs": 20}),
-            ("fit-30", {"score_on": "fit", "student_epochs": 30})]
-    cells = [Cell(name, name, TrialConfig(method="random", modifier="none", **knobs)) for name, knobs in grid]
-    assert priorities(cells) == [2, 3, 2, 1, 3, 1, 4]
+            ("fit-full-5", {"score_on": "fit", "student_epochs": 5, "method": "full"}),
+            ("train-ipc2-20", {"score_on": "train", "student_epochs": 20, "ipc": 2}), ("honest-20", {"student_epochs": 20}),
+            ("fit-ipc1-20", {"score_on": "fit", "student_epochs": 20, "ipc": 1})]
+    cells = [Cell(name, name, TrialConfig(**{"method": "random", "modifier": "none", **knobs})) for name, knobs in grid]
+    # per hypothesis, cheapest student first: epochs x images per class (20 < 100 < 300; 40 < 100), full data last
+    assert priorities(cells) == [4, 3, 3, 1, 5, 2, 1, 2]
     teacher = {"job": {"kind": "teacher", "priority": 0, "key": "t", "name": "teacher"}}
     searcher = CellReleaser([(None, teacher)], [(c, _cell_config(c, False, p)) for c, p in zip(cells, priorities(cells))],
                             done={})
     order = [searcher.suggest(str(i))["job"]["name"] for i in range(len(cells) + 1)]
-    assert order == ["teacher", "honest-10", "honest-20", "fit-10", "train-10", "fit-20", "train-20", "fit-30"]
+    assert order == ["teacher", "honest-10", "honest-20", "train-ipc2-20", "fit-ipc1-20", "fit-10", "train-10", "fit-30",
+                     "fit-full-5"]

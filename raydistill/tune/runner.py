@@ -26,7 +26,7 @@ from pathlib import Path
 from ray.tune.stopper import Stopper
 
 from raydistill import tracking
-from raydistill.config import ConfigError
+from raydistill.config import ConfigError, TrialConfig
 from raydistill.locks import FileLock
 from raydistill.tune.grid import (Cell, Grid, TeacherJob, describe, display_names, expand, load_and_check, resources,
                                   teacher_jobs)
@@ -308,17 +308,20 @@ def _teacher_config(job: TeacherJob, gpus: bool, done: set[int]) -> dict:
 
 def priorities(cells: list[Cell]) -> list[int]:
     """1 for honest cells; forensics hypotheses take turns: 2 + the cell's rank among its own
-    hypothesis's cells in grid order (every hypothesis's first cell, then every second one...)."""
-    seen: dict[str, int] = {}
-    out = []
-    for cell in cells:
-        if not cell.config.is_forensics:
-            out.append(1)
-            continue
-        rank = seen.get(cell.config.hypothesis, 0)
-        seen[cell.config.hypothesis] = rank + 1
-        out.append(2 + rank)
-    return out
+    hypothesis's cells, cheapest first (every hypothesis's cheapest cell, then its second...), so
+    a sweep stopped early has each hypothesis measured on as many cells as the time allowed."""
+    ranks: dict[int, int] = {}
+    for hypothesis in {c.config.hypothesis for c in cells if c.config.is_forensics}:
+        own = [i for i, c in enumerate(cells) if c.config.hypothesis == hypothesis]
+        for rank, i in enumerate(sorted(own, key=lambda i: student_cost(cells[i].config))):
+            ranks[i] = rank
+    return [2 + ranks[i] if i in ranks else 1 for i in range(len(cells))]
+
+
+def student_cost(config: TrialConfig) -> tuple[bool, int]:
+    """Orders cells by the student's training: distilled sets by epochs x images per class, then
+    full-data cells (far larger) by epochs."""
+    return (not config.distills, config.student_epochs * (config.ipc if config.distills else 1))
 
 
 def _cell_config(cell: Cell, gpus: bool, priority: int) -> dict:

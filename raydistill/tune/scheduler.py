@@ -1,8 +1,9 @@
 """The order of a sweep's trials: teachers first, each cell as soon as its teacher's milestone
 exists, so that no trial ever holds a CPU or GPU share while waiting for another. Among the
 trials that can start, teachers go first, then honest cells in grid order, then forensics cells
-with the hypotheses taking turns (a sweep stopped early has its reference cells, and every
-hypothesis measured on some cells); the runner sets each trial's `priority`.
+with the hypotheses taking turns, cheapest cell first (a sweep stopped early has its reference
+cells, and every hypothesis measured on as many cells as it could); the runner sets each trial's
+`priority`.
 
 A Ray Tune Searcher hands out trial configs. Teacher trials report `milestone` when a snapshot is
 in MLflow; that releases the cells that need it, while the teacher trains on toward its largest
