@@ -157,22 +157,30 @@ def test_a_failed_teacher_fails_its_cells_with_its_error_and_the_same_command_re
 
 
 def test_ready_trials_go_teachers_honest_cells_then_hypotheses_taking_turns_cheapest_first():
+    import numpy as np
+
     from raydistill.config import TrialConfig
+    from raydistill.data import Dataset, Split
     from raydistill.tune.grid import Cell
     from raydistill.tune.runner import _cell_config, priorities
     from raydistill.tune.scheduler import CellReleaser
 
+    labels = np.arange(60) % 3  # 3 classes, 60 training images
+    split = Split(np.zeros((60, 1, 4, 4), np.uint8), labels)
+    data = Dataset("tiny", "tiny", ["a", "b", "c"], split, split, (0.0,), (1.0,))
     grid = [("fit-30", {"score_on": "fit", "student_epochs": 30}), ("fit-10", {"score_on": "fit", "student_epochs": 10}),
             ("train-10", {"score_on": "train", "student_epochs": 10}), ("honest-10", {"student_epochs": 10}),
-            ("fit-full-5", {"score_on": "fit", "student_epochs": 5, "method": "full"}),
+            ("fit-full-6", {"score_on": "fit", "student_epochs": 6, "method": "full", "train_limit": 30}),
             ("train-ipc2-20", {"score_on": "train", "student_epochs": 20, "ipc": 2}), ("honest-20", {"student_epochs": 20}),
             ("fit-ipc1-20", {"score_on": "fit", "student_epochs": 20, "ipc": 1})]
     cells = [Cell(name, name, TrialConfig(**{"method": "random", "modifier": "none", **knobs})) for name, knobs in grid]
-    # per hypothesis, cheapest student first: epochs x images per class (20 < 100 < 300; 40 < 100), full data last
-    assert priorities(cells) == [4, 3, 3, 1, 5, 2, 1, 2]
+    datasets = {cells[0].data_key: data}
+    # images the student sees, per hypothesis: fit 20x1x3=60 < 6x30=180 (limited full split) < 10x10x3=300 < 900;
+    # train 20x2x3=120 < 300
+    assert priorities(cells, datasets) == [5, 4, 3, 1, 3, 2, 1, 2]
     teacher = {"job": {"kind": "teacher", "priority": 0, "key": "t", "name": "teacher"}}
-    searcher = CellReleaser([(None, teacher)], [(c, _cell_config(c, False, p)) for c, p in zip(cells, priorities(cells))],
-                            done={})
+    configs = [(c, _cell_config(c, False, p)) for c, p in zip(cells, priorities(cells, datasets))]
+    searcher = CellReleaser([(None, teacher)], configs, done={})
     order = [searcher.suggest(str(i))["job"]["name"] for i in range(len(cells) + 1)]
-    assert order == ["teacher", "honest-10", "honest-20", "train-ipc2-20", "fit-ipc1-20", "fit-10", "train-10", "fit-30",
-                     "fit-full-5"]
+    assert order == ["teacher", "honest-10", "honest-20", "train-ipc2-20", "fit-ipc1-20", "train-10", "fit-full-6",
+                     "fit-10", "fit-30"]

@@ -27,6 +27,7 @@ from ray.tune.stopper import Stopper
 
 from raydistill import tracking
 from raydistill.config import ConfigError, TrialConfig
+from raydistill.data import Dataset
 from raydistill.locks import FileLock
 from raydistill.tune.grid import (Cell, Grid, TeacherJob, describe, display_names, expand, load_and_check, resources,
                                   teacher_jobs)
@@ -208,9 +209,9 @@ def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None,
     return outcome
 
 
-def _tune(name: str, todo: Sequence[Cell], datasets: dict, uri: str, experiment_id: str, sweep_run_id: str,
-          results: Path, options: SweepOptions, stop: Interrupt, console: Console | None, callbacks: list,
-          release_on: str) -> None:
+def _tune(name: str, todo: Sequence[Cell], datasets: dict[str, Dataset], uri: str, experiment_id: str,
+          sweep_run_id: str, results: Path, options: SweepOptions, stop: Interrupt, console: Console | None,
+          callbacks: list, release_on: str) -> None:
     import ray
     from ray import tune
 
@@ -235,8 +236,8 @@ def _tune(name: str, todo: Sequence[Cell], datasets: dict, uri: str, experiment_
                "results_dir": str(results), "git_commit": git_commit()}
         teacher_configs = [(job, _teacher_config(job, gpus, done[job.key])) for job in jobs.values()
                            if set(job.milestones) - done[job.key]]
-        searcher = CellReleaser(teacher_configs, [(c, _cell_config(c, gpus, p)) for c, p in zip(todo, priorities(todo))],
-                                done, release_on)
+        cell_configs = [(c, _cell_config(c, gpus, p)) for c, p in zip(todo, priorities(todo, datasets))]
+        searcher = CellReleaser(teacher_configs, cell_configs, done, release_on)
         trainable = tune.with_resources(tune.with_parameters(run_job, datasets=datasets),
                                         lambda config: tune.PlacementGroupFactory([config["job"]["resources"]]))
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -306,22 +307,23 @@ def _teacher_config(job: TeacherJob, gpus: bool, done: set[int]) -> dict:
                     "resources": resources(job.config, gpus)}}
 
 
-def priorities(cells: list[Cell]) -> list[int]:
+def priorities(cells: list[Cell], datasets: dict[str, Dataset]) -> list[int]:
     """1 for honest cells; forensics hypotheses take turns: 2 + the cell's rank among its own
     hypothesis's cells, cheapest first (every hypothesis's cheapest cell, then its second...), so
     a sweep stopped early has each hypothesis measured on as many cells as the time allowed."""
     ranks: dict[int, int] = {}
     for hypothesis in {c.config.hypothesis for c in cells if c.config.is_forensics}:
         own = [i for i, c in enumerate(cells) if c.config.hypothesis == hypothesis]
-        for rank, i in enumerate(sorted(own, key=lambda i: student_cost(cells[i].config))):
+        for rank, i in enumerate(sorted(own, key=lambda i: student_cost(cells[i].config, datasets[cells[i].data_key]))):
             ranks[i] = rank
     return [2 + ranks[i] if i in ranks else 1 for i in range(len(cells))]
 
 
-def student_cost(config: TrialConfig) -> tuple[bool, int]:
-    """Orders cells by the student's training: distilled sets by epochs x images per class, then
-    full-data cells (far larger) by epochs."""
-    return (not config.distills, config.student_epochs * (config.ipc if config.distills else 1))
+def student_cost(config: TrialConfig, data: Dataset) -> int:
+    """The student's training, in images seen: epochs x the distilled set's or the training split's size."""
+    images = config.ipc * data.num_classes if config.distills else min(config.train_limit or len(data.train),
+                                                                        len(data.train))
+    return config.student_epochs * images
 
 
 def _cell_config(cell: Cell, gpus: bool, priority: int) -> dict:
