@@ -90,6 +90,27 @@ def test_verdict_counts_mae_and_shapes(store: str) -> None:
     assert (byte[rising], byte[close], byte[low], byte["reproduces"]) == (None, None, None, False)
 
 
+def test_a_teacher_start_hypothesis_meets_full_data_scored_the_same_way(store: str) -> None:
+    """A full-data student has no teacher to start from, so Table 3's full-data side of
+    score_on=train+student_init=teacher is score_on=train's full-data cells."""
+    runs = load_verdict_runs(EXPERIMENT, store)
+    both, train = "score_on=train+student_init=teacher", "score_on=train"
+    distilled = runs[(runs["hypothesis"] == FIT) & (runs["method"] == "kmeans")].iloc[0]
+    full = runs[(runs["hypothesis"] == FIT) & (runs["method"] == "full")].iloc[0]
+    added = [distilled.copy().to_dict() | {"hypothesis": both, "student_init": "teacher", "score_on": "train",
+                                             "student_epochs": epochs, "accuracy": accuracy}
+             for epochs, accuracy in ((10, 0.88), (20, 0.89))]
+    added += [full.copy().to_dict() | {"hypothesis": train, "score_on": "train", "student_epochs": epochs,
+                                        "accuracy": accuracy} for epochs, accuracy in ((10, 0.93), (20, 0.94))]
+    table = verdict_table(pd.concat([runs, pd.DataFrame(added)], ignore_index=True)).set_index("hypothesis")
+    _, close, low = (title for title, _ in SHAPES.values())
+    assert table.loc[both, "cells"] == 2  # its own cells only: the full-data ones count for score_on=train
+    assert (table.loc[both, low], table.loc[both, close]) == (False, None)  # 5 pp below full, not 15
+    assert table.loc[train, low] is None  # score_on=train has no distilled cell here
+    assert verdict.full_data_hypothesis(FIT) == FIT and verdict.full_data_hypothesis("student_init=teacher") == HONEST
+    assert verdict.full_data_hypothesis(HONEST) == HONEST
+
+
 def test_shape_rules_on_hand_made_cells() -> None:
     def cells(rows: list[tuple]) -> pd.DataFrame:
         return pd.DataFrame(rows, columns=["model", "method", "ipc", "epochs", "value"])
