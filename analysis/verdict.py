@@ -119,7 +119,7 @@ def low_early(cells: pd.DataFrame) -> bool | None:
 def full_data_hypothesis(hypothesis: str) -> str:
     """The hypothesis whose full-data cells stand beside ``hypothesis``'s distilled ones in Table 3."""
     knobs = [knob for knob in hypothesis.split("+") if knob.split("=")[0] not in TEACHER_ONLY_KNOBS]
-    return "+".join(knobs) if hypothesis != HONEST and knobs else HONEST
+    return "+".join(knobs) or HONEST
 
 
 def verdict_table(runs: pd.DataFrame, paper: PaperNumbers | None = None) -> pd.DataFrame:

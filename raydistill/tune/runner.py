@@ -311,18 +311,20 @@ def priorities(cells: list[Cell], datasets: dict[str, Dataset]) -> list[int]:
     """1 for honest cells; forensics hypotheses take turns: 2 + the cell's rank among its own
     hypothesis's cells, cheapest first (every hypothesis's cheapest cell, then its second...), so
     a sweep stopped early has each hypothesis measured on as many cells as the time allowed."""
-    ranks: dict[int, int] = {}
-    for hypothesis in {c.config.hypothesis for c in cells if c.config.is_forensics}:
-        own = [i for i, c in enumerate(cells) if c.config.hypothesis == hypothesis]
-        for rank, i in enumerate(sorted(own, key=lambda i: student_cost(cells[i].config, datasets[cells[i].data_key]))):
-            ranks[i] = rank
-    return [2 + ranks[i] if i in ranks else 1 for i in range(len(cells))]
+    forensics = [i for i, c in enumerate(cells) if c.config.is_forensics]
+    seen: dict[str, int] = {}
+    out = [1] * len(cells)
+    for i in sorted(forensics, key=lambda i: student_cost(cells[i].config, datasets[cells[i].data_key])):
+        rank = seen.get(cells[i].config.hypothesis, 0)
+        seen[cells[i].config.hypothesis] = rank + 1
+        out[i] = 2 + rank
+    return out
 
 
 def student_cost(config: TrialConfig, data: Dataset) -> int:
     """The student's training, in images seen: epochs x the distilled set's or the training split's size."""
-    images = config.ipc * data.num_classes if config.distills else min(config.train_limit or len(data.train),
-                                                                        len(data.train))
+    whole = len(data.train)
+    images = config.ipc * data.num_classes if config.distills else min(config.train_limit or whole, whole)
     return config.student_epochs * images
 
 
