@@ -41,6 +41,7 @@ import pandas as pd
 
 from analysis.paper import PaperNumbers, load_paper
 from analysis.runs import HONEST, load_cells, select
+from raydistill.config import TEACHER_ONLY_KNOBS
 
 DATASET = "fashion-mnist"
 RISE_TOL_PP = 0.5
@@ -58,7 +59,6 @@ SHAPES = {  # column title, short name for the paragraph
     "low": (f"(c) distilled >= {LOW_PP:g} pp below full at 10 and 20 epochs", "low at 10 and 20 epochs"),
 }
 NA = "n/a"
-TEACHER_ONLY_KNOBS = ("student_init",)  # meaningless for a full-data student (raydistill.config rejects them)
 
 
 def load_verdict_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:

@@ -38,6 +38,8 @@ FORENSICS: dict[str, tuple] = {
     "leak_test": (False, True),
     "epoch_pick": ("last", "best-test"),
 }
+# Knobs that only mean something for a student with a teacher: a full-data student takes none of them.
+TEACHER_ONLY_KNOBS = ("student_init",)
 # Fields that say where data is read from, not what is computed: not part of a cell's key.
 LOCATION_FIELDS = ("data_root", "download")
 

@@ -12,6 +12,7 @@ here is tuned toward the paper's numbers. The verdict table (analysis/verdict.py
 the other tables at the end.
 """
 
+from raydistill.config import TEACHER_ONLY_KNOBS
 from raydistill.tune.grid import Grid
 
 NAME = "forensics"
@@ -45,7 +46,7 @@ def with_hypotheses(parts: list[dict], hypotheses: list[dict]) -> list[dict]:
     out = list(parts)
     for hypothesis in hypotheses:
         for part in parts:
-            if part.get("method") == ["full"] and "student_init" in hypothesis:
+            if part.get("method") == ["full"] and any(knob in TEACHER_ONLY_KNOBS for knob in hypothesis):
                 continue  # a full-data student has no teacher to start from
             out.append({**part, **{k: [v] for k, v in hypothesis.items()}})
     return out
