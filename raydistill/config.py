@@ -40,6 +40,9 @@ FORENSICS: dict[str, tuple] = {
 }
 # Knobs that only mean something for a student with a teacher: a full-data student takes none of them.
 TEACHER_ONLY_KNOBS = ("student_init",)
+# Knobs that only change how a trained student is scored: cells equal but for these train the
+# same student (a sweep trains it once and scores it for each of them; see TrialConfig.student_key).
+SCORING_KNOBS = ("score_on", "epoch_pick")
 # Fields that say where data is read from, not what is computed: not part of a cell's key.
 LOCATION_FIELDS = ("data_root", "download")
 
@@ -109,6 +112,10 @@ class TrialConfig:
         """A stable hash of every setting that changes the result (the cell's identity)."""
         fields = {k: v for k, v in self.to_dict().items() if k not in LOCATION_FIELDS}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+    def student_key(self) -> str:
+        """The key of the student's training: the cell's key with SCORING_KNOBS at their honest values."""
+        return self.replace(**{knob: FORENSICS[knob][0] for knob in SCORING_KNOBS}).key()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -112,13 +112,15 @@ TeacherProvider = Callable[[Dataset, DeviceData], TeacherSnapshot]
 
 def run_trial(cfg: TrialConfig, data: Dataset | None = None, teacher: TeacherProvider | None = None,
               progress: Progress | None = None, student_resume: StudentCheckpoint | None = None,
-              on_student_checkpoint: Callable[[StudentCheckpoint], None] | None = None) -> TrialResult:
+              on_student_checkpoint: Callable[[StudentCheckpoint], None] | None = None,
+              keep_final_student: bool = False) -> TrialResult:
     """Run one trial. `data` skips loading (already loaded, e.g. shared by Ray); `teacher` replaces
     teacher training (e.g. a cached snapshot at cfg.teacher_epochs from the same data and seed);
     `progress(phase, epoch, epochs, values)` sees every training epoch. The student continues from
     `student_resume` (an earlier attempt's checkpoint) when it was taken on the same distilled set,
-    and `on_student_checkpoint` keeps checkpoints (the paper protocol's, see raydistill.protocols);
-    the student's time then includes the earlier attempts' time up to that checkpoint."""
+    and `on_student_checkpoint` keeps checkpoints (the paper protocol's, see raydistill.protocols),
+    with `keep_final_student` one after the last epoch too (for cells that only score it another
+    way); the student's time then includes the earlier attempts' time up to that checkpoint."""
     cfg.validate()
     timer = Timer()
     wall = time.perf_counter()
@@ -148,7 +150,7 @@ def run_trial(cfg: TrialConfig, data: Dataset | None = None, teacher: TeacherPro
 
     positive = positive_index(cfg, data.classes)
     student = StudentData(images, labels, tensors, positive, snap.state_dict if snap is not None else None,
-                          resume=student_resume, on_checkpoint=on_student_checkpoint)
+                          resume=student_resume, on_checkpoint=on_student_checkpoint, keep_final=keep_final_student)
     with timer("student"):  # training and scoring (the scored curves are part of it)
         evaluation = PROTOCOLS[cfg.protocol].obj(cfg, data, student, progress)
     timer.seconds["student"] += evaluation.earlier_seconds

@@ -20,6 +20,9 @@ Every protocol scores accuracy curves on the way (test split and the set trained
 epochs `config.eval_epochs` names) without changing the training itself. The paper protocol's
 long students (hundreds of epochs on a whole training set) are checkpointed at least every
 CHECKPOINT_SECONDS and continue from a checkpoint of the same set with the uninterrupted result.
+With `keep_final`, a student is also checkpointed after its last epoch: a cell that differs only in
+how it is scored (config.SCORING_KNOBS) continues from that checkpoint, i.e. trains no epoch and
+only scores the student.
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ class Evaluation:
 
 @dataclass
 class StudentCheckpoint:
-    """Everything needed to continue a student's training exactly where it stopped."""
+    """Everything needed to continue a student's training exactly where it stopped, or, taken
+    after its last epoch, to score the trained student another way."""
 
     epoch: int
     model_state: dict[str, torch.Tensor]
@@ -71,6 +75,7 @@ class StudentCheckpoint:
     scorer_state: dict  # the curves so far and the scored test probabilities (Scorer.state)
     seconds: float  # student time up to this epoch, over every attempt
     fingerprint: str  # of the set trained on: a checkpoint is only continued on the same set
+    final: bool = False  # taken after the student's last epoch
 
 
 def fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
@@ -92,6 +97,7 @@ class StudentData:
     teacher_state: dict[str, torch.Tensor] | None = None  # the teacher's weights (student_init=teacher)
     resume: StudentCheckpoint | None = None  # an earlier attempt's checkpoint, continued when it fits
     on_checkpoint: Callable[[StudentCheckpoint], None] | None = None  # keeps a checkpoint somewhere
+    keep_final: bool = False  # also a checkpoint after the last epoch (for cells scored another way)
 
 
 def speed_options(cfg: TrialConfig) -> SpeedOptions:
@@ -168,7 +174,8 @@ def build_student(cfg: TrialConfig, data: Dataset, name: str, seed: int, device:
 
 class Checkpointer:
     """An epoch callback: the scorer's, then a StudentCheckpoint to `student.on_checkpoint` at least
-    every CHECKPOINT_SECONDS (none after the last epoch: the result follows at once)."""
+    every CHECKPOINT_SECONDS; after the last epoch only with `student.keep_final` (otherwise the
+    result follows at once)."""
 
     def __init__(self, scorer: Scorer, student: StudentData, optimizer: torch.optim.Optimizer, earlier_seconds: float):
         self.scorer, self.student, self.optimizer, self.earlier = scorer, student, optimizer, earlier_seconds
@@ -178,25 +185,31 @@ class Checkpointer:
     def __call__(self, epoch: int, model: nn.Module, stats) -> None:
         self.scorer(epoch, model, stats)
         now = time.perf_counter()
-        if self.student.on_checkpoint is None or epoch == self.scorer.epochs or now - self.saved < CHECKPOINT_SECONDS:
+        due = self.student.keep_final if epoch == self.scorer.epochs else now - self.saved >= CHECKPOINT_SECONDS
+        if self.student.on_checkpoint is None or not due:
             return
+        final = epoch == self.scorer.epochs  # nothing trains on from it: no optimizer state
         self.student.on_checkpoint(StudentCheckpoint(
-            epoch, to_cpu(model.state_dict()), to_cpu(self.optimizer.state_dict()), self.scorer.state(),
-            self.earlier + now - self.start, self.fingerprint))
+            epoch, to_cpu(model.state_dict()), {} if final else to_cpu(self.optimizer.state_dict()),
+            self.scorer.state(), self.earlier + now - self.start, self.fingerprint, final))
         self.saved = time.perf_counter()
 
 
 def usable(resume: StudentCheckpoint | None, student: StudentData, epochs: int) -> StudentCheckpoint | None:
-    """`resume` if it was taken on this very set before the last epoch, else None (start over)."""
-    if resume is None or resume.epoch >= epochs or resume.fingerprint != fingerprint(student.images, student.labels):
+    """`resume` if it was taken on this very set before the last epoch, or after the last epoch of
+    a student of as many epochs; else None (start over)."""
+    if resume is None or resume.fingerprint != fingerprint(student.images, student.labels):
         return None
-    return resume
+    if resume.final:  # a trained student, only scored again
+        return resume if resume.epoch == epochs else None
+    return resume if resume.epoch < epochs else None
 
 
 def evaluate_paper(cfg: TrialConfig, data: Dataset, student: StudentData, progress: Progress | None = None) -> Evaluation:
     """The paper's protocol: a fresh model (or the teacher, under student_init=teacher) of the
     trial's architecture trained with Adam on the set, then scored; continued from
-    `student.resume` when that checkpoint was taken on the same set."""
+    `student.resume` when that checkpoint was taken on the same set (after the last epoch: only
+    scored)."""
     seed = cfg.seed + STUDENT_SEED_OFFSET
     model = build_student(cfg, data, cfg.model, seed, student.images.device)
     if cfg.student_init == "teacher":
@@ -206,9 +219,10 @@ def evaluate_paper(cfg: TrialConfig, data: Dataset, student: StudentData, progre
     resume = usable(student.resume, student, cfg.student_epochs)
     if resume is not None:
         model.load_state_dict(resume.model_state)
-        optimizer.load_state_dict(resume.optimizer_state)
+        if not resume.final:
+            optimizer.load_state_dict(resume.optimizer_state)
         scorer.restore(resume.scorer_state)
-        if student.on_checkpoint is not None:
+        if student.on_checkpoint is not None and not resume.final:  # a final one stays with the cell that trained it
             student.on_checkpoint(resume)  # kept again at once: the attempt it came from may be dropped
     earlier = resume.seconds if resume else 0.0
     fit(model, student.images, student.labels, cfg.student_epochs, batch_size=cfg.batch_size, seed=seed,

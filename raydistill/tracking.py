@@ -6,7 +6,8 @@ An experiment (one per sweep name) holds three kinds of runs, told apart by `ray
 - `cell`: one per grid cell, identified by `raydistill.cell_key` (a hash of the cell's whole
   config) and shown by its display name; a sweep re-runs nothing that has a FINISHED cell run;
   while the cell trains, its run holds the student's latest checkpoint, which the next attempt
-  continues from (it is removed once the cell has FINISHED);
+  continues from (it is removed once the cell has FINISHED, unless cells that only score the same
+  student another way still need it: they continue from it, and the last of them removes them all);
 - `teacher`: one per trained teacher (`raydistill.teacher` = its key), holding one artifact per epoch
   milestone and a checkpoint to continue from, so every cell needing that teacher reuses it.
 Cells and teachers are not nested under the sweep run, so the runs list shows them at once.
@@ -22,6 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Collection
 from pathlib import Path
 
 import mlflow
@@ -42,6 +44,7 @@ CELL, CELL_KEY, TEACHER = "raydistill.cell", "raydistill.cell_key", "raydistill.
 FORENSICS, HYPOTHESIS, ERROR = "raydistill.forensics", "raydistill.hypothesis", "raydistill.error"
 TEACHER_RUN, NODE = "raydistill.teacher_run", "ray_node_id"  # the teacher run a cell used; the Ray node of a run
 CHECKPOINT_EPOCH, RESUMED = "raydistill.checkpoint_epoch", "raydistill.resumed_from_epoch"
+STUDENT_FROM = "raydistill.student_from"  # the cell whose trained student a cell continued (and scored another way)
 SQLITE = "sqlite:///"
 
 
@@ -310,23 +313,25 @@ def load_checkpoint(uri: str, run_id: str, kind: type = TeacherCheckpoint):
     return kind(**_download(uri, run_id, "checkpoint.pt", _checkpoint_folder(kind)))
 
 
-def latest_student_checkpoint(uri: str, experiment_id: str, key: str) -> StudentCheckpoint | None:
-    """The furthest student checkpoint left by an unfinished attempt of cell `key`, if any."""
-    runs = [r for r in cell_runs(uri, experiment_id, key)
-            if r.info.status != "FINISHED" and CHECKPOINT_EPOCH in r.data.tags]
+def latest_student_checkpoint(uri: str, experiment_id: str, keys: Collection[str]) -> tuple[Run, StudentCheckpoint] | None:
+    """The furthest student checkpoint held by a run of the cells `keys` (a cell and the cells
+    that train the same student), with its run: an unfinished attempt's, or the final one a
+    finished cell kept for the others."""
+    runs = [r for r in search(uri, experiment_id, "cell")
+            if r.data.tags.get(CELL_KEY) in keys and CHECKPOINT_EPOCH in r.data.tags]
     if not runs:
         return None
     furthest = max(runs, key=lambda r: (int(r.data.tags[CHECKPOINT_EPOCH]), r.info.start_time))
-    return load_checkpoint(uri, furthest.info.run_id, StudentCheckpoint)
+    return furthest, load_checkpoint(uri, furthest.info.run_id, StudentCheckpoint)
 
 
-def drop_student_checkpoints(uri: str, experiment_id: str, key: str) -> None:
-    """Remove the student checkpoints of every run of a FINISHED cell: nothing continues from
-    them. Active runs lose artifact and tag; dropped attempts (deleted runs, whose tags MLflow
-    keeps as they were) lose the artifact."""
+def drop_student_checkpoints(uri: str, experiment_id: str, key: str, keep: str | None = None) -> None:
+    """Remove the student checkpoints of every run of a FINISHED cell but the run `keep`: nothing
+    continues from them. Active runs lose artifact and tag; dropped attempts (deleted runs, whose
+    tags MLflow keeps as they were) lose the artifact."""
     client = MlflowClient(uri)
     for run in search(uri, experiment_id, "cell", ViewType.ALL):
-        if run.data.tags.get(CELL_KEY) == key and CHECKPOINT_EPOCH in run.data.tags:
+        if run.data.tags.get(CELL_KEY) == key and CHECKPOINT_EPOCH in run.data.tags and run.info.run_id != keep:
             get_artifact_repository(run.info.artifact_uri, tracking_uri=uri).delete_artifacts("student")
             if run.info.lifecycle_stage == "active":
                 client.delete_tag(run.info.run_id, CHECKPOINT_EPOCH)

@@ -365,7 +365,7 @@ def test_a_relative_sqlite_store_is_the_same_file_for_the_trials(data, tmp_path,
     from sweeps.paper_grid import SMOKE
 
     given = []
-    monkeypatch.setattr(runner, "_tune", lambda name, todo, datasets, uri, *rest: given.append(uri))
+    monkeypatch.setattr(runner, "_tune", lambda name, todo, twin_keys, datasets, uri, *rest: given.append(uri))
     monkeypatch.chdir(tmp_path)
     options = SweepOptions(data_root=str(data), results=Path("res"), tracking_uri="sqlite:///rel.db",
                            fixed={"method": "full", "student_epochs": 1})

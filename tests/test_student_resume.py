@@ -15,10 +15,11 @@ from raydistill.pipeline import run_trial
 EPOCHS = 3
 
 
-def student(data, on_checkpoint=None, resume=None, images=None):
+def student(data, on_checkpoint=None, resume=None, images=None, keep_final=False):
     tensors = data.to(torch.device("cpu"))
     x = tensors.x_train if images is None else images
-    return protocols.StudentData(x, tensors.y_train, tensors, 1, resume=resume, on_checkpoint=on_checkpoint)
+    return protocols.StudentData(x, tensors.y_train, tensors, 1, resume=resume, on_checkpoint=on_checkpoint,
+                                 keep_final=keep_final)
 
 
 def config(**overrides) -> TrialConfig:
@@ -61,6 +62,26 @@ def test_a_checkpoint_of_another_set_or_past_the_last_epoch_is_not_continued(mni
     assert shorter.resumed_epoch == 0  # epoch 2 of 3 is not before the last of a 2-epoch student
 
 
+@pytest.mark.parametrize("scoring", [dict(score_on="train"), dict(score_on="fit"), dict(epoch_pick="best-test")])
+def test_a_cell_scored_another_way_only_scores_the_kept_final_student_and_gets_the_trained_result(mnist_root, scoring):
+    data = load("mnist", mnist_root)
+    kept: list[protocols.StudentCheckpoint] = []
+    honest = protocols.evaluate_paper(config(), data, student(data, kept.append, keep_final=True))
+    (final,) = kept  # no checkpoint before the last epoch (CHECKPOINT_SECONDS), one after it
+    assert final.final and final.epoch == EPOCHS and final.optimizer_state == {}
+    straight = protocols.evaluate_paper(config(**scoring), data, student(data))
+    seen = []
+    scored = protocols.evaluate_paper(config(**scoring), data, student(data, resume=final),
+                                      progress=lambda *args: seen.append(args[1]))
+    assert scored.resumed_epoch == EPOCHS and scored.earlier_seconds == final.seconds > 0
+    assert seen == list(range(1, EPOCHS + 1))  # the kept curves, replayed: no epoch trained
+    np.testing.assert_array_equal(scored.proba, straight.proba)
+    assert scored.metrics == straight.metrics and scored.curves == straight.curves == honest.curves
+    longer = protocols.evaluate_paper(config(**scoring).replace(student_epochs=EPOCHS + 1), data,
+                                      student(data, resume=final))
+    assert longer.resumed_epoch == 0  # a trained student is not trained on: it has no optimizer state
+
+
 def test_a_resumed_trial_counts_the_earlier_student_time(mnist_root, monkeypatch):
     monkeypatch.setattr(protocols, "CHECKPOINT_SECONDS", 0.0)
     cfg = config(method="random", modifier="none", ipc=2, dataset="mnist", data_root=str(mnist_root), device="cpu")
@@ -86,19 +107,24 @@ def test_the_furthest_student_checkpoint_of_an_unfinished_attempt_round_trips_an
     experiment = tracking.ensure_experiment(uri, "t", tmp_path / "artifacts")
     client = tracking.MlflowClient(uri)
     runs = []
-    for epoch, status in [(2, "FAILED"), (1, "KILLED"), (2, "FINISHED")]:  # the finished one is never continued
-        run_id = client.create_run(experiment, tags={tracking.ROLE: "cell", tracking.CELL_KEY: "k"}).info.run_id
+    for key, epoch, status in [("k", 2, "FAILED"), ("k", 1, "KILLED"), ("twin", 1, "FAILED")]:
+        run_id = client.create_run(experiment, tags={tracking.ROLE: "cell", tracking.CELL_KEY: key}).info.run_id
         tracking.log_checkpoint(uri, run_id, kept[epoch - 1])
         client.set_terminated(run_id, status)
         runs.append(run_id)
-    back = tracking.latest_student_checkpoint(uri, experiment, "k")
+    run, back = tracking.latest_student_checkpoint(uri, experiment, ["k", "twin"])
     want = kept[1]
+    assert run.info.run_id == runs[0]
     assert back.epoch == 2 and back.fingerprint == want.fingerprint and back.seconds == want.seconds
     assert all(torch.equal(back.model_state[k], want.model_state[k]) for k in want.model_state)
     assert back.scorer_state["curves"] == want.scorer_state["curves"]
     assert torch.equal(back.scorer_state["best"][1], want.scorer_state["best"][1])
-    assert tracking.latest_student_checkpoint(uri, experiment, "other") is None
+    assert tracking.latest_student_checkpoint(uri, experiment, ["other"]) is None
+    assert tracking.latest_student_checkpoint(uri, experiment, ["twin"])[0].info.run_id == runs[2]
     client.delete_run(runs[1])  # a dropped attempt's checkpoint goes too
+    tracking.drop_student_checkpoints(uri, experiment, "k", keep=runs[0])  # all but the kept run's
+    assert tracking.latest_student_checkpoint(uri, experiment, ["k"])[0].info.run_id == runs[0]
     tracking.drop_student_checkpoints(uri, experiment, "k")
-    assert tracking.latest_student_checkpoint(uri, experiment, "k") is None
+    tracking.drop_student_checkpoints(uri, experiment, "twin")
+    assert tracking.latest_student_checkpoint(uri, experiment, ["k", "twin"]) is None
     assert not [p for p in (tmp_path / "artifacts").rglob("checkpoint.pt") if p.parent.name == "student"]

@@ -181,6 +181,68 @@ def test_ready_trials_go_teachers_honest_cells_then_hypotheses_taking_turns_chea
     teacher = {"job": {"kind": "teacher", "priority": 0, "key": "t", "name": "teacher"}}
     configs = [(c, _cell_config(c, False, p)) for c, p in zip(cells, priorities(cells, datasets))]
     searcher = CellReleaser([(None, teacher)], configs, done={})
-    order = [searcher.suggest(str(i))["job"]["name"] for i in range(len(cells) + 1)]
-    assert order == ["teacher", "honest-10", "honest-20", "train-ipc2-20", "fit-ipc1-20", "train-10", "fit-full-6",
-                     "fit-10", "fit-30"]
+    assert searcher.total == len(cells) + 1
+    order = [searcher.suggest(str(i))["job"]["name"] for i in range(len(cells) - 1)]
+    # train-10 and fit-10 only score honest-10's student (twins): they wait for its trial, then go first
+    assert order == ["teacher", "honest-10", "honest-20", "train-ipc2-20", "fit-ipc1-20", "fit-full-6", "fit-30"]
+    assert searcher.suggest("7") is None  # waiting, not finished
+    searcher.on_trial_complete("2")  # honest-20 has no twin: nothing is released
+    assert searcher.suggest("7") is None
+    searcher.on_trial_complete("1")  # honest-10 kept its student
+    assert [searcher.suggest(str(i))["job"]["name"] for i in (7, 8)] == ["train-10", "fit-10"]
+    assert searcher.suggest("9") == CellReleaser.FINISHED
+
+
+def test_twins_wait_for_the_trial_training_their_student_and_the_next_one_trains_it_if_that_failed():
+    from raydistill.config import TrialConfig
+    from raydistill.tune.grid import Cell
+    from raydistill.tune.runner import _cell_config, twins
+    from raydistill.tune.scheduler import CellReleaser
+
+    knobs = [("a", {}), ("b", {"score_on": "train"}), ("c", {"epoch_pick": "best-test"}), ("d", {"score_on": "fit"}),
+             ("other-seed", {"seed": 1, "score_on": "fit"}), ("other-ipc", {"ipc": 3})]
+    cells = [Cell(f"k{name}", name, TrialConfig(method="random", modifier="none", **changes)) for name, changes in knobs]
+    groups = twins(cells)
+    assert groups["ka"] == ["kb", "kc", "kd"] and groups["kd"] == ["ka", "kb", "kc"]
+    assert groups["kother-seed"] == [] and groups["kother-ipc"] == []
+    configs = [(c, _cell_config(c, False, 2 + i, groups[c.key])) for i, c in enumerate(cells)]
+    searcher = CellReleaser([], configs, done={})
+    assert [searcher.suggest(n)["job"]["name"] for n in ("1", "2", "3")] == ["a", "other-seed", "other-ipc"]
+    assert searcher.suggest("4") is None
+    searcher.on_trial_complete("1", error=True)  # a failed for good: its student was not kept
+    assert searcher.suggest("4")["job"]["name"] == "b" and searcher.suggest("5") is None
+    searcher.on_trial_complete("4")
+    assert [searcher.suggest(n)["job"]["name"] for n in ("5", "6")] == ["c", "d"]
+    assert searcher.suggest("7") == CellReleaser.FINISHED
+
+
+def test_cells_that_only_score_a_student_another_way_share_one_training_and_get_its_result(fashion_tiny, tmp_path):
+    """Four twins (honest, score_on train and fit, epoch_pick best-test): the honest cell trains the
+    student and keeps it, the others only score it; each result equals the cell run on its own,
+    and no checkpoint is left once all four have finished."""
+    from raydistill import tracking
+    from raydistill.pipeline import run_trial
+    from raydistill.tune.grid import Grid
+    from raydistill.tune.options import SweepOptions
+    from raydistill.tune.runner import plan, run_sweep
+
+    base = {"dataset": ["fashion-mnist"], "model": ["lenet"], "epochs": [3], "ipc": [2], "method": ["random"],
+            "modifier": ["none"]}
+    grid = Grid("twins", [{**base, "score_on": ["test", "train", "fit"]}, {**base, "epoch_pick": ["best-test"]}])
+    results = tmp_path / "res"
+    options = SweepOptions(data_root=str(fashion_tiny), results=results, cpus=2, max_concurrent=2)
+    outcome = run_sweep(grid, options)
+    assert outcome.complete and not outcome.failed
+    cells = {r.data.tags[tracking.CELL_KEY]: r for r in runs(results, "cell", experiment="twins")}
+    honest = next(c for c in plan(grid, options) if not c.config.is_forensics)
+    assert honest.name == "honest"  # the only axis that varies is the hypothesis
+    assert tracking.STUDENT_FROM not in cells[honest.key].data.tags
+    for cell in plan(grid, options):
+        run = cells[cell.key]
+        assert run.info.status == "FINISHED" and tracking.CHECKPOINT_EPOCH not in run.data.tags
+        alone = run_trial(cell.config)
+        assert run.data.metrics["accuracy"] == alone.metrics["accuracy"], cell.name
+        assert run.data.metrics["specificity"] == pytest.approx(alone.metrics["specificity"], abs=1e-12)
+        if cell.key != honest.key:
+            assert run.data.tags[tracking.STUDENT_FROM] == honest.name and run.data.tags[tracking.RESUMED] == "3"
+    assert not [p for p in results.rglob("checkpoint.pt") if p.parent.name == "student"]

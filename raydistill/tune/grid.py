@@ -108,6 +108,7 @@ def display_names(configs: Sequence[TrialConfig]) -> list[str]:
         return []
     varying = [f for f in NAME_FIELDS if len({getattr(c, f) for c in configs}) > 1] or ["method"]
     names = ["-".join(_part(c, f) for f in varying if _part(c, f)) for c in configs]
+    names = [name or ("honest" if "hypothesis" in varying else _part(c, "method")) for name, c in zip(names, configs)]
     groups: dict[str, list[int]] = defaultdict(list)
     for i, name in enumerate(names):
         groups[name].append(i)

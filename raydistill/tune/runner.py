@@ -201,17 +201,17 @@ def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None,
             "cells": len(cells), "seeds": list(options.seeds), "grid": json.dumps([c.name for c in cells])})
         try:
             if todo and not stop.set:
-                _tune(name, todo, datasets, uri, experiment_id, outcome.sweep_run_id, results, options, stop,
-                      console, list(callbacks), release_on)
+                _tune(name, todo, twins(cells), datasets, uri, experiment_id, outcome.sweep_run_id, results, options,
+                      stop, console, list(callbacks), release_on)
         finally:
             outcome.interrupted = stop.set
             _settle(outcome, experiment_id)
     return outcome
 
 
-def _tune(name: str, todo: Sequence[Cell], datasets: dict[str, Dataset], uri: str, experiment_id: str,
-          sweep_run_id: str, results: Path, options: SweepOptions, stop: Interrupt, console: Console | None,
-          callbacks: list, release_on: str) -> None:
+def _tune(name: str, todo: Sequence[Cell], twin_keys: dict[str, list[str]], datasets: dict[str, Dataset], uri: str,
+          experiment_id: str, sweep_run_id: str, results: Path, options: SweepOptions, stop: Interrupt,
+          console: Console | None, callbacks: list, release_on: str) -> None:
     import ray
     from ray import tune
 
@@ -236,7 +236,7 @@ def _tune(name: str, todo: Sequence[Cell], datasets: dict[str, Dataset], uri: st
                "results_dir": str(results), "git_commit": git_commit()}
         teacher_configs = [(job, _teacher_config(job, gpus, done[job.key])) for job in jobs.values()
                            if set(job.milestones) - done[job.key]]
-        cell_configs = [(c, _cell_config(c, gpus, p)) for c, p in zip(todo, priorities(todo, datasets))]
+        cell_configs = [(c, _cell_config(c, gpus, p, twin_keys[c.key])) for c, p in zip(todo, priorities(todo, datasets))]
         searcher = CellReleaser(teacher_configs, cell_configs, done, release_on)
         trainable = tune.with_resources(tune.with_parameters(run_job, datasets=datasets),
                                         lambda config: tune.PlacementGroupFactory([config["job"]["resources"]]))
@@ -328,9 +328,18 @@ def student_cost(config: TrialConfig, data: Dataset) -> int:
     return config.student_epochs * images
 
 
-def _cell_config(cell: Cell, gpus: bool, priority: int) -> dict:
-    return {"job": {"kind": "cell", "priority": priority, "key": cell.key,
-                    "name": cell.name, "trial": cell.config.to_dict(),
+def twins(cells: Sequence[Cell]) -> dict[str, list[str]]:
+    """Cell key -> the keys of the other cells that train the same student (they differ only in
+    how it is scored: config.SCORING_KNOBS); the sweep trains it once for all of them."""
+    groups: dict[str, list[str]] = {}
+    for cell in cells:
+        groups.setdefault(cell.config.student_key(), []).append(cell.key)
+    return {cell.key: [k for k in groups[cell.config.student_key()] if k != cell.key] for cell in cells}
+
+
+def _cell_config(cell: Cell, gpus: bool, priority: int, twin_keys: Sequence[str] = ()) -> dict:
+    return {"job": {"kind": "cell", "priority": priority, "key": cell.key, "student_key": cell.config.student_key(),
+                    "twins": list(twin_keys), "name": cell.name, "trial": cell.config.to_dict(),
                     "teacher": cell.teacher_key, "data_key": cell.data_key, "resources": resources(cell.config, gpus)}}
 
 

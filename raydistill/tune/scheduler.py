@@ -5,6 +5,10 @@ with the hypotheses taking turns, cheapest cell first (a sweep stopped early has
 cells, and every hypothesis measured on as many cells as it could); the runner sets each trial's
 `priority`.
 
+Cells that train the same student (twins: they differ only in how it is scored) never run side by
+side: the first to be ready trains it and keeps it, the others wait for that trial to end and then
+go first, as they only score the kept student (if it failed, the next twin trains it).
+
 A Ray Tune Searcher hands out trial configs. Teacher trials report `milestone` when a snapshot is
 in MLflow; that releases the cells that need it, while the teacher trains on toward its largest
 milestone. Cells whose teacher already holds their milestone (or that need no teacher) are ready
@@ -32,6 +36,9 @@ class CellReleaser(Searcher):
         super().__init__()
         self.ready: list[tuple[int, int, dict]] = []
         self.order = itertools.count()
+        self.training: set[str] = set()  # student keys a ready or running trial trains
+        self.twins_waiting: dict[str, list[dict]] = {}  # student key -> cells waiting for that trial
+        self.trial_student: dict[str, str] = {}  # trial id -> the student key it trains
         self._release(config for _, config in teachers)
         self.waiting: dict[tuple[str, int], list[dict]] = {}
         self.done = {key: set(epochs) for key, epochs in done.items()}
@@ -39,16 +46,25 @@ class CellReleaser(Searcher):
         self.trial_teacher: dict[str, str] = {}
         self.failed_teachers: set[str] = set()
         self.dropped: dict[str, list[str]] = {}  # teacher key -> names of the cells it took down
+        ready = []
         for cell, config in cells:
             tkey = cell.teacher_key
             if tkey is None or cell.config.teacher_epochs in self.done.get(tkey, set()):
-                self._release([config])
+                ready.append(config)
             else:
                 self.waiting.setdefault((tkey, cell.config.teacher_epochs), []).append(config)
-        self.total = len(self.ready) + sum(len(v) for v in self.waiting.values())
+        self._release(ready)
+        self.total = len(self.ready) + sum(len(v) for v in (*self.waiting.values(), *self.twins_waiting.values()))
 
     def _release(self, configs: Iterable[dict]) -> None:
-        for config in configs:
+        """Make the configs ready, except cells whose student a ready or running twin trains."""
+        for config in sorted(configs, key=lambda c: c["job"]["priority"]):
+            student = config["job"].get("student_key")
+            if student is not None and student in self.training:
+                self.twins_waiting.setdefault(student, []).append(config)
+                continue
+            if student is not None:
+                self.training.add(student)
             heapq.heappush(self.ready, (config["job"]["priority"], next(self.order), config))
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -65,8 +81,10 @@ class CellReleaser(Searcher):
             config = heapq.heappop(self.ready)[2]
             if config["job"]["kind"] == "teacher":
                 self.trial_teacher[trial_id] = config["job"]["key"]
+            elif config["job"].get("student_key") is not None:
+                self.trial_student[trial_id] = config["job"]["student_key"]
             return config
-        return None if self.waiting else Searcher.FINISHED
+        return None if self.waiting or self.twins_waiting else Searcher.FINISHED
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         epoch = result.get("milestone")
@@ -77,6 +95,15 @@ class CellReleaser(Searcher):
                 self._release(self.waiting.pop((key, int(epoch)), []))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        student = self.trial_student.pop(trial_id, None)
+        if student is not None:
+            self.training.discard(student)
+            waiting = self.twins_waiting.pop(student, [])
+            if error:  # the student was not kept: the next twin trains it
+                self._release(waiting)
+            else:  # it was: they only score it, first of all (minutes; then the kept student goes)
+                for config in waiting:
+                    heapq.heappush(self.ready, (0, next(self.order), config))
         key = self.trial_teacher.pop(trial_id, None)
         if key is None:
             return

@@ -63,7 +63,10 @@ def cell_params(cell: dict, cfg: TrialConfig) -> dict:
 def run_cell(cell: dict, ctx: dict, data: Dataset) -> None:
     """Run one cell in a fresh MLflow run; earlier unfinished attempts are dropped before, and
     twins of this run after (a create that MLflow's client retried over HTTP can leave one). The
-    student continues from the furthest checkpoint an earlier attempt left (paper protocol).
+    student continues from the furthest checkpoint an earlier attempt left (paper protocol), or
+    from the trained student a twin kept (a cell that differs only in how it scores the student,
+    `cell["twins"]`): then it only scores it. While a twin is unfinished the cell keeps its own
+    trained student for it; the last twin to finish removes them all.
 
     A retry of a cell whose run is already FINISHED (its trial died after ending the run, before
     Tune heard of it, e.g. with its node) reports that run instead of running the cell again."""
@@ -75,7 +78,11 @@ def run_cell(cell: dict, ctx: dict, data: Dataset) -> None:
         report({k: v for k, v in done.data.metrics.items() if k in (*SCALARS, "time_total_s")} | {"done_cell": 1},
                always=True)
         return
-    resume = tracking.latest_student_checkpoint(uri, experiment_id, cell["key"])
+    twins = cell["twins"]
+    held = tracking.latest_student_checkpoint(uri, experiment_id, [cell["key"], *twins])
+    resume = held[1] if held else None
+    finished = tracking.finished_cells(uri, experiment_id)
+    keep_final = any(twin not in finished for twin in twins)
     tracking.drop_unfinished_cell_runs(uri, experiment_id, cell["key"])
     tags = cell_tags(cell, ctx, cfg) | {"ray_trial_id": tune.get_context().get_trial_id(),
                                        tracking.NODE: ray.get_runtime_context().get_node_id()}
@@ -99,11 +106,15 @@ def run_cell(cell: dict, ctx: dict, data: Dataset) -> None:
     try:
         _maybe_fail(cell["name"], Path(ctx["results_dir"]))
         result = run_trial(cfg, data, teacher=teacher, progress=progress, student_resume=resume,
-                           on_student_checkpoint=lambda ckpt: tracking.log_checkpoint(uri, run_id, ckpt))
+                           on_student_checkpoint=lambda ckpt: tracking.log_checkpoint(uri, run_id, ckpt),
+                           keep_final_student=keep_final)
         history.flush()
         _log(mlf, result, positive_index(cfg, result.classes))
         if result.resumed_epoch:
             mlf.set_tag(tracking.RESUMED, str(result.resumed_epoch))
+            source = held[0].data.tags
+            if source.get(tracking.CELL_KEY) != cell["key"]:
+                mlf.set_tag(tracking.STUDENT_FROM, source.get(tracking.CELL, ""))
     except BaseException as err:
         history.flush()
         mlf.set_tag(tracking.ERROR, f"{type(err).__name__}: {err}"[:5000])
@@ -111,7 +122,12 @@ def run_cell(cell: dict, ctx: dict, data: Dataset) -> None:
         raise
     mlf.end_run("FINISHED")
     tracking.drop_unfinished_cell_runs(uri, experiment_id, cell["key"])
-    tracking.drop_student_checkpoints(uri, experiment_id, cell["key"])
+    finished = tracking.finished_cells(uri, experiment_id)
+    if all(twin in finished for twin in twins):
+        for key in (cell["key"], *twins):
+            tracking.drop_student_checkpoints(uri, experiment_id, key)
+    else:
+        tracking.drop_student_checkpoints(uri, experiment_id, cell["key"], keep=run_id)
     report({k: result.metrics[k] for k in SCALARS if k in result.metrics} | {"time_total_s": result.timings["total"],
                                                                             "done_cell": 1}, always=True)
 
