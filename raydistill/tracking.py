@@ -166,11 +166,6 @@ def cell_runs(uri: str, experiment_id: str, key: str | None = None) -> list[Run]
     return runs if key is None else [r for r in runs if r.data.tags.get(CELL_KEY) == key]
 
 
-def finished_cell_run(uri: str, experiment_id: str, key: str) -> Run | None:
-    """The cell's FINISHED run, if any."""
-    return next((r for r in cell_runs(uri, experiment_id, key) if r.info.status == "FINISHED"), None)
-
-
 def finished_cells(uri: str, experiment_id: str) -> dict[str, Run]:
     """Cell key -> its FINISHED run."""
     return {r.data.tags[CELL_KEY]: r for r in cell_runs(uri, experiment_id)

@@ -65,7 +65,10 @@ class CellReleaser(Searcher):
                 continue
             if student is not None:
                 self.training.add(student)
-            heapq.heappush(self.ready, (config["job"]["priority"], next(self.order), config))
+            self._push(config, config["job"]["priority"])
+
+    def _push(self, config: dict, priority: int) -> None:
+        heapq.heappush(self.ready, (priority, next(self.order), config))
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True
@@ -103,7 +106,7 @@ class CellReleaser(Searcher):
                 self._release(waiting)
             else:  # it was: they only score it, first of all (minutes; then the kept student goes)
                 for config in waiting:
-                    heapq.heappush(self.ready, (0, next(self.order), config))
+                    self._push(config, 0)
         key = self.trial_teacher.pop(trial_id, None)
         if key is None:
             return

@@ -73,7 +73,8 @@ def run_cell(cell: dict, ctx: dict, data: Dataset) -> None:
     cfg = TrialConfig(**cell["trial"])
     uri, experiment_id = ctx["tracking_uri"], ctx["experiment_id"]
     report = Reporter()
-    done = tracking.finished_cell_run(uri, experiment_id, cell["key"])
+    finished = tracking.finished_cells(uri, experiment_id)
+    done = finished.get(cell["key"])
     if done is not None:
         report({k: v for k, v in done.data.metrics.items() if k in (*SCALARS, "time_total_s")} | {"done_cell": 1},
                always=True)
@@ -81,7 +82,6 @@ def run_cell(cell: dict, ctx: dict, data: Dataset) -> None:
     twins = cell["twins"]
     held = tracking.latest_student_checkpoint(uri, experiment_id, [cell["key"], *twins])
     resume = held[1] if held else None
-    finished = tracking.finished_cells(uri, experiment_id)
     keep_final = any(twin not in finished for twin in twins)
     tracking.drop_unfinished_cell_runs(uri, experiment_id, cell["key"])
     tags = cell_tags(cell, ctx, cfg) | {"ray_trial_id": tune.get_context().get_trial_id(),
