@@ -320,13 +320,13 @@ def latest_student_checkpoint(uri: str, experiment_id: str, keys: Collection[str
     return furthest, load_checkpoint(uri, furthest.info.run_id, StudentCheckpoint)
 
 
-def drop_student_checkpoints(uri: str, experiment_id: str, key: str, keep: str | None = None) -> None:
-    """Remove the student checkpoints of every run of a FINISHED cell but the run `keep`: nothing
-    continues from them. Active runs lose artifact and tag; dropped attempts (deleted runs, whose
+def drop_student_checkpoints(uri: str, experiment_id: str, keys: Collection[str], keep: str | None = None) -> None:
+    """Remove the student checkpoints of every run of the FINISHED cells `keys` but the run `keep`:
+    nothing continues from them. Active runs lose artifact and tag; dropped attempts (deleted runs, whose
     tags MLflow keeps as they were) lose the artifact."""
     client = MlflowClient(uri)
     for run in search(uri, experiment_id, "cell", ViewType.ALL):
-        if run.data.tags.get(CELL_KEY) == key and CHECKPOINT_EPOCH in run.data.tags and run.info.run_id != keep:
+        if run.data.tags.get(CELL_KEY) in keys and CHECKPOINT_EPOCH in run.data.tags and run.info.run_id != keep:
             get_artifact_repository(run.info.artifact_uri, tracking_uri=uri).delete_artifacts("student")
             if run.info.lifecycle_stage == "active":
                 client.delete_tag(run.info.run_id, CHECKPOINT_EPOCH)

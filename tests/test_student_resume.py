@@ -122,9 +122,9 @@ def test_the_furthest_student_checkpoint_of_an_unfinished_attempt_round_trips_an
     assert tracking.latest_student_checkpoint(uri, experiment, ["other"]) is None
     assert tracking.latest_student_checkpoint(uri, experiment, ["twin"])[0].info.run_id == runs[2]
     client.delete_run(runs[1])  # a dropped attempt's checkpoint goes too
-    tracking.drop_student_checkpoints(uri, experiment, "k", keep=runs[0])  # all but the kept run's
+    tracking.drop_student_checkpoints(uri, experiment, ["k"], keep=runs[0])  # all but the kept run's
     assert tracking.latest_student_checkpoint(uri, experiment, ["k"])[0].info.run_id == runs[0]
-    tracking.drop_student_checkpoints(uri, experiment, "k")
-    tracking.drop_student_checkpoints(uri, experiment, "twin")
+    assert tracking.latest_student_checkpoint(uri, experiment, ["twin"])[0].info.run_id == runs[2]  # another cell's
+    tracking.drop_student_checkpoints(uri, experiment, ["k", "twin"])
     assert tracking.latest_student_checkpoint(uri, experiment, ["k", "twin"]) is None
     assert not [p for p in (tmp_path / "artifacts").rglob("checkpoint.pt") if p.parent.name == "student"]

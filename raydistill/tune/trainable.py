@@ -124,10 +124,9 @@ def run_cell(cell: dict, ctx: dict, data: Dataset) -> None:
     tracking.drop_unfinished_cell_runs(uri, experiment_id, cell["key"])
     finished = tracking.finished_cells(uri, experiment_id)
     if all(twin in finished for twin in twins):
-        for key in (cell["key"], *twins):
-            tracking.drop_student_checkpoints(uri, experiment_id, key)
+        tracking.drop_student_checkpoints(uri, experiment_id, [cell["key"], *twins])
     else:
-        tracking.drop_student_checkpoints(uri, experiment_id, cell["key"], keep=run_id)
+        tracking.drop_student_checkpoints(uri, experiment_id, [cell["key"]], keep=run_id)
     report({k: result.metrics[k] for k in SCALARS if k in result.metrics} | {"time_total_s": result.timings["total"],
                                                                             "done_cell": 1}, always=True)
 
