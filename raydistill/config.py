@@ -109,8 +109,13 @@ class TrialConfig:
         return self.hypothesis != "honest"
 
     def key(self) -> str:
-        """A stable hash of every setting that changes the result (the cell's identity)."""
-        fields = {k: v for k, v in self.to_dict().items() if k not in LOCATION_FIELDS}
+        """A stable hash of every setting that changes the result (the cell's identity). Settings
+        at their default value are left out, so a setting added later (at a default that keeps
+        today's behaviour) leaves every existing key, and so every finished cell, as it was; a
+        default is therefore never changed, a new setting is added instead."""
+        defaults = TrialConfig()
+        fields = {k: v for k, v in self.to_dict().items()
+                  if k not in LOCATION_FIELDS and v != getattr(defaults, k)}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
     def student_key(self) -> str:

@@ -177,7 +177,7 @@ def test_ready_trials_go_teachers_honest_cells_then_hypotheses_taking_turns_chea
     datasets = {cells[0].data_key: data}
     # images the student sees, per hypothesis: fit 20x1x3=60 < 6x30=180 (limited full split) < 10x10x3=300 < 900;
     # train 20x2x3=120 < 300
-    assert priorities(cells, datasets) == [5, 4, 3, 1, 3, 2, 1, 2]
+    assert priorities(cells, datasets) == [11, 9, 7, 1, 7, 5, 1, 5]  # 2 x tier + 1; hypotheses: tier 2 + rank
     teacher = {"job": {"kind": "teacher", "priority": 0, "key": "t", "name": "teacher"}}
     configs = [(c, _cell_config(c, False, p)) for c, p in zip(cells, priorities(cells, datasets))]
     searcher = CellReleaser([(None, teacher)], configs, done={})
@@ -191,6 +191,40 @@ def test_ready_trials_go_teachers_honest_cells_then_hypotheses_taking_turns_chea
     searcher.on_trial_complete("1")  # honest-10 kept its student
     assert [searcher.suggest(str(i))["job"]["name"] for i in (7, 8)] == ["train-10", "fit-10"]
     assert searcher.suggest("9") == CellReleaser.FINISHED
+
+
+def test_the_first_seed_goes_first_then_the_other_seeds_then_hypotheses_and_teachers_just_before_their_cells():
+    import numpy as np
+
+    from raydistill.config import TrialConfig
+    from raydistill.data import Dataset, Split
+    from raydistill.tune.grid import Cell
+    from raydistill.tune.runner import _cell_config, _teacher_config, priorities, teacher_priorities
+    from raydistill.tune.grid import teacher_jobs
+    from raydistill.tune.scheduler import CellReleaser
+
+    split = Split(np.zeros((30, 1, 4, 4), np.uint8), np.arange(30) % 3)
+    data = Dataset("tiny", "tiny", ["a", "b", "c"], split, split, (0.0,), (1.0,))
+    specs = [("s1-shift", {"seed": 1}), ("s0-random", {"method": "random", "modifier": "none"}),
+             ("s1-random", {"seed": 1, "method": "random", "modifier": "none"}), ("s0-shift", {}),
+             ("s0-teacher-init", {"student_init": "teacher"}), ("s2-shift", {"seed": 2})]
+    cells = [Cell(name, name, TrialConfig(dataset="tiny", **knobs)) for name, knobs in specs]
+    cell_priorities = priorities(cells, {cells[0].data_key: data})
+    assert cell_priorities == [3, 1, 3, 1, 5, 3]
+    first = teacher_priorities(cells, cell_priorities)
+    # seed 0's teacher serves an honest seed-0 cell (and a hypothesis): it goes before every cell
+    assert first == {cells[3].teacher_key: 0, cells[0].teacher_key: 2, cells[5].teacher_key: 2}
+    jobs = teacher_jobs(cells)
+    teachers = [(job, _teacher_config(job, False, set(), first[key])) for key, job in jobs.items()]
+    configs = [(c, _cell_config(c, False, p)) for c, p in zip(cells, cell_priorities)]
+    searcher = CellReleaser(teachers, configs, done={})
+    order = [searcher.suggest(str(i))["job"]["name"] for i in range(5)]
+    seed0, seed1, seed2 = (jobs[cells[i].teacher_key].name for i in (3, 0, 5))
+    assert order == [seed0, "s0-random", seed1, seed2, "s1-random"]
+    for trial in ("3", "2", "0"):  # every teacher reaches the cells' milestone, seed 2's first
+        searcher.on_trial_result(trial, {"milestone": 5})
+    order = [searcher.suggest(str(i))["job"]["name"] for i in range(5, 9)]
+    assert order == ["s0-shift", "s2-shift", "s1-shift", "s0-teacher-init"]  # within a tier: as released
 
 
 def test_twins_wait_for_the_trial_training_their_student_and_the_next_one_trains_it_if_that_failed():

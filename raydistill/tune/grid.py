@@ -73,13 +73,15 @@ def teacher_key(cfg: TrialConfig) -> str:
     return hashlib.sha1(json.dumps(teacher_params(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def expand(grid: Grid, **overrides: object) -> list[Cell]:
-    """All cells of the grid, validated, one per key, in declaration order, with distinct names."""
+def expand(grid: Grid, defaults: Mapping[str, object] | None = None, **overrides: object) -> list[Cell]:
+    """All cells of the grid, validated, one per key, in declaration order, with distinct names.
+    `defaults` apply where a part does not set the field itself (e.g. the sweep's seeds for the
+    parts that declare none); `overrides` win over everything."""
     configs: dict[str, TrialConfig] = {}
     for part in grid.parts:
         keys = list(part)
         for values in itertools.product(*(part[k] for k in keys)):
-            fields = {**grid.fixed, **dict(zip(keys, values)), **overrides}
+            fields = {**(defaults or {}), **grid.fixed, **dict(zip(keys, values)), **overrides}
             if "epochs" in fields:
                 epochs = fields.pop("epochs")
                 fields.setdefault("teacher_epochs", epochs)

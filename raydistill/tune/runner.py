@@ -55,11 +55,13 @@ class SweepOutcome:
 
 
 def plan(grid: Grid, options: SweepOptions) -> list[Cell]:
-    """The sweep's cells for every seed, validated, one per key, named together."""
+    """The sweep's cells for every seed (a part that declares its own seeds keeps them), validated,
+    one per key, named together, seed by seed."""
     options.validate()
     overrides = {**options.fixed, "data_root": str(Path(options.data_root).expanduser().resolve()),
                  "download": options.download}
-    configs = {c.key: c.config for seed in options.seeds for c in expand(grid, seed=seed, **overrides)}
+    expanded = [c.config for seed in options.seeds for c in expand(grid, {"seed": seed}, **overrides)]
+    configs = {c.key(): c for c in sorted(expanded, key=lambda c: c.seed)}  # stable: grid order within a seed
     names = display_names(list(configs.values()))
     return [Cell(key, name, cfg) for (key, cfg), name in zip(configs.items(), names, strict=True)]
 
@@ -234,9 +236,11 @@ def _tune(name: str, todo: Sequence[Cell], twin_keys: dict[str, list[str]], data
         gpus = ray.cluster_resources().get("GPU", 0) > 0
         ctx = {"tracking_uri": uri, "experiment_id": experiment_id, "sweep": name, "sweep_run_id": sweep_run_id,
                "results_dir": str(results), "git_commit": git_commit()}
-        teacher_configs = [(job, _teacher_config(job, gpus, done[job.key])) for job in jobs.values()
+        cell_priorities = priorities(list(todo), datasets)
+        first = teacher_priorities(todo, cell_priorities)
+        teacher_configs = [(job, _teacher_config(job, gpus, done[job.key], first[job.key])) for job in jobs.values()
                            if set(job.milestones) - done[job.key]]
-        cell_configs = [(c, _cell_config(c, gpus, p, twin_keys[c.key])) for c, p in zip(todo, priorities(todo, datasets))]
+        cell_configs = [(c, _cell_config(c, gpus, p, twin_keys[c.key])) for c, p in zip(todo, cell_priorities)]
         searcher = CellReleaser(teacher_configs, cell_configs, done, release_on)
         trainable = tune.with_resources(tune.with_parameters(run_job, datasets=datasets),
                                         lambda config: tune.PlacementGroupFactory([config["job"]["resources"]]))
@@ -300,25 +304,39 @@ class _StopAll(Stopper):
         return self.stop is not None and self.stop.set
 
 
-def _teacher_config(job: TeacherJob, gpus: bool, done: set[int]) -> dict:
-    return {"job": {"kind": "teacher", "priority": 0, "key": job.key, "name": job.name, "trial": job.config.to_dict(),
+def _teacher_config(job: TeacherJob, gpus: bool, done: set[int], priority: int = 0) -> dict:
+    return {"job": {"kind": "teacher", "priority": priority, "key": job.key, "name": job.name, "trial": job.config.to_dict(),
                     "milestones": sorted(set(job.milestones) - done), "per_image_norms": job.per_image_norms,
                     "data_key": f"{job.config.dataset}|{job.config.resize}",
                     "resources": resources(job.config, gpus)}}
 
 
 def priorities(cells: list[Cell], datasets: dict[str, Dataset]) -> list[int]:
-    """1 for honest cells; forensics hypotheses take turns: 2 + the cell's rank among its own
-    hypothesis's cells, cheapest first (every hypothesis's cheapest cell, then its second...), so
-    a sweep stopped early has each hypothesis measured on as many cells as the time allowed."""
-    forensics = [i for i, c in enumerate(cells) if c.config.is_forensics]
+    """Each cell's priority (lower goes first), 2 x its tier + 1, so that a teacher (2 x the lowest
+    tier of its cells) goes before its tier's cells and after the tier before. Tier 0: honest cells
+    of the sweep's first seed, in grid order; tier 1: honest cells of the other seeds; tier 2 + r:
+    forensics cells, the hypotheses taking turns, r being the cell's rank among its own
+    hypothesis's cells, cheapest first. A sweep stopped early has its reference cells, then their
+    seeds, then every hypothesis measured on as many cells as the time allowed."""
+    honest_seeds = [c.config.seed for c in cells if not c.config.is_forensics]
+    first_seed = min(honest_seeds, default=0)
+    tiers = [0 if c.config.seed == first_seed else 1 for c in cells]
     seen: dict[str, int] = {}
-    out = [1] * len(cells)
+    forensics = [i for i, c in enumerate(cells) if c.config.is_forensics]
     for i in sorted(forensics, key=lambda i: student_cost(cells[i].config, datasets[cells[i].data_key])):
         rank = seen.get(cells[i].config.hypothesis, 0)
         seen[cells[i].config.hypothesis] = rank + 1
-        out[i] = 2 + rank
-    return out
+        tiers[i] = 2 + rank
+    return [2 * tier + 1 for tier in tiers]
+
+
+def teacher_priorities(cells: Sequence[Cell], cell_priorities: Sequence[int]) -> dict[str, int]:
+    """Teacher key -> its priority: just before the most urgent of the cells that need it."""
+    out: dict[str, int] = {}
+    for cell, priority in zip(cells, cell_priorities, strict=True):
+        if cell.teacher_key is not None:
+            out[cell.teacher_key] = min(out.get(cell.teacher_key, priority), priority)
+    return {key: priority - 1 for key, priority in out.items()}
 
 
 def student_cost(config: TrialConfig, data: Dataset) -> int:
