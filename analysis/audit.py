@@ -1,10 +1,16 @@
-"""Audit the paper's printed numbers for internal consistency, without training anything.
+"""Audit a paper's printed numbers for internal consistency, without training anything.
 
-    python analysis/audit.py --out DIR
+    python analysis/audit.py --out DIR [--data DIR]
 
-Reads only ``paper_numbers.csv`` (the transcribed tables) and ``ceilings.csv`` (published full-data
-accuracies, each with its source) and writes ``audit.md`` and ``audit.csv``: one row per finding,
-each naming the table, row and column of the printed cell(s) it comes from.
+A paper is a folder of data files (this paper's lie beside this module): ``paper_numbers.csv`` (the
+transcribed tables), ``paper_text.csv`` (claims of the text, verbatim, with the cells they are
+about), ``test_sets.csv`` (test-set sizes; per class where known, ``positive``/``negative`` for a
+known binary split, an empty class where only the total is known) and ``ceilings.csv`` (published
+full-data accuracies, each with its source). Auditing another paper takes another such folder, no
+code. Rates are checked with mlscorecheck (Kovacs & Fazekas, Neurocomputing 2024) where it applies,
+beside raydistill's own rules for what it has no check of. Writes ``audit.md`` and ``audit.csv``:
+one row per finding, naming the check that produced it and the table, row and column of the printed
+cell(s) it comes from.
 """
 
 from __future__ import annotations
@@ -16,25 +22,43 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
+import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 
 import pandas as pd
+from mlscorecheck.check.binary import check_1_testset_no_kfold
 
-from analysis.paper import PaperNumbers, load_paper
+from analysis.paper import CSV_PATH, INT_COLUMNS, PaperNumbers, load_paper
 
-CEILINGS_PATH = Path(__file__).with_name("ceilings.csv")
-OCID_TEST_IMAGES = 126  # Section 4.1: "The entire set is split to 4946 training, 120 validation, and 126 test images"
+logging.getLogger("mlscorecheck").setLevel(logging.WARNING)  # it logs every step of every check to stderr
+
+DATA = CSV_PATH.parent  # this paper's data files
+PAPER_TEXT, TEST_SETS, CEILINGS = "paper_text.csv", "test_sets.csv", "ceilings.csv"
+CEILINGS_PATH = DATA / CEILINGS
 SIZE_LIMIT = 10_000  # every two-decimal percentage is k/10000, so some size up to this always fits
 
+BINARY = "binary rates from one confusion matrix"
+MULTICLASS = "multiclass scores from one confusion matrix"
 BETWEEN = "accuracy between sensitivity and specificity"
 SIZES = "test-set class sizes from two-decimal rounding"
 ABOVE_FULL = "distilled above full data"
 CEILING = "above a published ceiling"
 TEXT = "text against tables"
-RULES = (BETWEEN, SIZES, ABOVE_FULL, CEILING, TEXT)
+CHECK = {  # rule -> the check that produces its findings
+    BINARY: "mlscorecheck.binary",
+    MULTICLASS: "mlscorecheck.multiclass",
+    BETWEEN: "raydistill.interval",
+    SIZES: "raydistill.class-sizes",
+    ABOVE_FULL: "raydistill.above-full",
+    CEILING: "raydistill.ceiling",
+    TEXT: "raydistill.text",
+}
+RULES = tuple(CHECK)
 OK, NA = "ok", "n/a"
+SCORES = {"accuracy": "acc", "sensitivity": "sens", "specificity": "spec"}  # metric -> mlscorecheck's name
+SPLIT = ("positive", "negative")  # test_sets.csv classes of a known binary split
 
 Where = tuple[str, str, str]  # (table, row, column) in the paper's own labels
 
@@ -44,6 +68,7 @@ class Finding:
     """One verdict on printed cell(s), named by the paper's table, row and column."""
 
     rule: str
+    check: str
     table: str
     row: str
     column: str
@@ -53,7 +78,7 @@ class Finding:
 
 
 def finding(rule: str, where: Where, printed: str, verdict: str, explanation: str) -> Finding:
-    return Finding(rule, *where, printed, verdict, explanation)
+    return Finding(rule, CHECK[rule], *where, printed, verdict, explanation)
 
 
 @dataclass(frozen=True)
@@ -75,117 +100,54 @@ class Claim:
     decimals: int = 2
 
 
-def _t1(dataset: str, model: str) -> dict:
-    return {"table": 1, "dataset": dataset, "model": model, "epochs": 600}
+def _selector(text: str) -> dict:
+    """``table=1 dataset=mnist`` -> ``{"table": 1, "dataset": "mnist"}`` (integer keys as ints)."""
+    pairs = (word.split("=", 1) for word in text.split())
+    return {key: int(value) if key in INT_COLUMNS else value for key, value in pairs}
 
 
-def _t3(dataset: str, method: str) -> dict:
-    return {"table": 3, "dataset": dataset, "method": method, "epochs": 200}
+def load_claims(path: Path = DATA / PAPER_TEXT) -> tuple[Claim, ...]:
+    """``paper_text.csv``: a claim a row; ``cells`` holds ``;``-separated selectors of ``key=value``
+    words, ``value`` the number as the text prints it (empty for the kinds that compare cells)."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"quote", "where", "kind", "cells", "value"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path.name}: missing columns {sorted(missing)}")
+    claims = []
+    for row in frame.itertuples(index=False):
+        if row.kind not in CLAIM_KINDS or (CLAIM_KINDS[row.kind] is _quoted) != (row.value != ""):
+            raise ValueError(f"{path.name}: kind {row.kind!r} with value {row.value!r} for {row.quote[:60]!r}")
+        cells = tuple(_selector(s) for s in row.cells.split(";"))
+        value = float(row.value) if row.value else None
+        claims.append(Claim(row.quote, row.where, row.kind, cells, value, len(row.value.partition(".")[2])))
+    return tuple(claims)
 
 
-def _t4(dataset: str, method: str, ipc: int) -> dict:
-    return {"table": 4, "dataset": dataset, "method": method, "ipc": ipc}
+def load_test_sets(path: Path = DATA / TEST_SETS) -> pd.DataFrame:
+    """``test_sets.csv``: images per dataset and class, each with its source."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"dataset", "class", "images", "source"} - set(frame.columns)
+    if missing or (frame["source"].str.strip() == "").any():
+        raise ValueError(f"{path.name}: every row needs dataset, class, images and a source")
+    frame["images"] = frame["images"].astype(int)
+    return frame
 
 
-T5_FULL, T5_DISTILLED = ({"table": 5, "method": m, "metric": "accuracy"} for m in ("full", "kmeans"))
-FIG4 = "Section 5, Figure 4 caption (ResNet trained with the 20 distilled images for 600 epochs)"
-CONCL = "Section 7 (Conclusions)"
-INTRO = "Section 1 (Introduction)"
-Q_ABSTRACT = (
-    "we obtained accuracies of 99.93% for MNIST, 99.46% for Fashion-MNIST, 99.05% for CIFAR-10, and 91.8% for OCID"
-)
-Q_OCID = (
-    "For the ResNet model, the entire original OCID dataset achieved accuracies between 91.29% and 91.54% across "
-    "200–600 epochs, whereas training with distilled images yielded accuracies ranging from 72.50% to 91.80%."
-)
-Q_FIG4 = (
-    "The normalized confusion matrix shows high diagonal values (light-green) of 0.52 (true normal predicted as "
-    "normal) and (yellow) 0.65 (true cancer predicted as cancer)"
-)
-Q_600 = "The Baseline model achieved 99.67% on MNIST, while LeNet had the highest accuracy of 99.73%."
-Q_FASHION = "For Fahiom-MNIST, Baseline achieved the highest accuracy with 99.52%, while LeNet attained 98.75%."
-Q_T3 = (
-    "gave 97.51% on MNIST and 96.80% on Fashion-MNIST, which are close enough to the full-data performance of "
-    "99.36% and 98.49%, respectively"
-)
-Q_INTRO_T3 = (
-    "training the Baseline CNN with 100 images distilled from MNIST provided an accuracy of 97.51%, while training "
-    "with 60,000 original training images showed 99.36%"
-)
-Q_GAPS = (
-    "In the case of MNIST, training with the 100 distilled images gives 1.85% lower accuracy. For Fashion the "
-    "difference is 1.69%, while for Cifar-10 when trained with 100 distilled images, the classification is 5.39%"
-)
-CLAIMS = (
-    Claim(
-        "our method distills images, which: steady increase classification accuracy when the distillation training "
-        "epochs increase (Table 1 and Table 2)",
-        f"{INTRO}; restated in Section 5",
-        "rising",
-        ({"table": 1}, {"table": 2}),
-    ),
-    Claim(
-        "The gradual improvement with increasing the training epochs and the convergence toward full-dataset "
-        "performance indicate that the distilled subset retains essential distinctive features even for complex "
-        "medical imagery.",
-        "Section 5",
-        "rising",
-        (T5_DISTILLED,),
-    ),
-    Claim(
-        "One can tell that the gap between the classification accuracies if trained with original and distilled "
-        "images narrowed significantly with the increase in the training epochs for distillation.",
-        "Section 5",
-        "narrowing",
-        ({"table": 3},),
-    ),
-    Claim(
-        "Our method outperformed both while requiring fewer epochs for training and distillation",
-        f'{CONCL}; the Abstract: "showed the supremacy of the former even if trained with fewer epochs"',
-        "fewer-epochs",
-        ({"table": 4},),
-    ),
-    Claim(Q_ABSTRACT, "Abstract", "value", (_t4("mnist", "kmeans", 50),), 99.93),
-    Claim(Q_ABSTRACT, "Abstract", "value", (_t4("fashion-mnist", "kmeans", 50),), 99.46),
-    Claim(Q_ABSTRACT, "Abstract", "value", (_t4("cifar10", "kmeans", 50),), 99.05),
-    Claim(Q_ABSTRACT, "Abstract", "max", (T5_DISTILLED,), 91.8, 1),
-    Claim(
-        "Notably, the new method achieved 99.20%, significantly outperforming the competitors on CIFAR-10 image "
-        "databases.",
-        INTRO,
-        "value",
-        (_t4("cifar10", "kmeans", 10),),
-        99.20,
-    ),
-    Claim(Q_INTRO_T3, INTRO, "value", (_t3("mnist", "kmeans"),), 97.51),
-    Claim(Q_INTRO_T3, INTRO, "value", (_t3("mnist", "full"),), 99.36),
-    Claim(Q_OCID, "Section 5; repeated in Section 7", "min", (T5_FULL,), 91.29),
-    Claim(Q_OCID, "Section 5; repeated in Section 7", "max", (T5_FULL,), 91.54),
-    Claim(Q_OCID, "Section 5; repeated in Section 7", "min", (T5_DISTILLED,), 72.50),
-    Claim(Q_OCID, "Section 5; repeated in Section 7", "max", (T5_DISTILLED,), 91.80),
-    Claim(Q_FIG4, FIG4, "value", ({"table": 5, "method": "kmeans", "epochs": 600, "metric": "specificity"},), 52, 0),
-    Claim(Q_FIG4, FIG4, "value", ({"table": 5, "method": "kmeans", "epochs": 600, "metric": "sensitivity"},), 65, 0),
-    Claim(Q_600, CONCL, "value", (_t1("mnist", "baseline"),), 99.67),
-    Claim(Q_600, CONCL, "value", (_t1("mnist", "lenet"),), 99.73),
-    Claim(Q_FASHION, CONCL, "value", (_t1("fashion-mnist", "baseline"),), 99.52),
-    Claim(Q_FASHION, CONCL, "value", (_t1("fashion-mnist", "lenet"),), 98.75),
-    Claim("Also, the latter CNN reached 98.62% on CIFAR-10.", CONCL, "value", (_t1("cifar10", "lenet"),), 98.62),
-    Claim(Q_T3, CONCL, "value", (_t3("fashion-mnist", "kmeans"),), 96.80),
-    Claim(Q_T3, CONCL, "value", (_t3("fashion-mnist", "full"),), 98.49),
-    Claim(
-        "our method reached 99.05%, compared to 68.5% for KIP-Scatternet",
-        CONCL,
-        "value",
-        (_t4("cifar10", "kip-scatternet", 50),),
-        68.5,
-        1,
-    ),
-    Claim("73.6% for RTP", CONCL, "value", (_t4("cifar10", "rtp", 50),), 73.6, 1),
-    *(
-        Claim(Q_GAPS, "Section 6 (Discussion)", "difference", (_t3(name, "full"), _t3(name, "kmeans")), gap)
-        for name, gap in (("mnist", 1.85), ("fashion-mnist", 1.69), ("cifar10", 5.39))
-    ),
-)
+def testset(test_sets: pd.DataFrame, dataset: str) -> tuple[dict[str, int], str]:
+    """A dataset's test set: images per class (``""`` where only the total is known), and its sources."""
+    rows = test_sets[test_sets["dataset"] == dataset]
+    if rows.empty:
+        raise ValueError(f"{TEST_SETS} has no test set for {dataset}")
+    return dict(zip(rows["class"], rows["images"], strict=True)), "; ".join(dict.fromkeys(rows["source"]))
+
+
+def binary_splits(classes: dict[str, int]) -> list[tuple[int, int]]:
+    """(n_pos, n_neg): the known split, or every split of the known total into two non-empty classes."""
+    if set(classes) == set(SPLIT):
+        return [(classes["positive"], classes["negative"])]
+    if set(classes) == {""}:
+        return [(p, classes[""] - p) for p in range(1, classes[""])]
+    raise ValueError(f"a binary test set needs {' and '.join(SPLIT)} classes or only a total, got {sorted(classes)}")
 
 
 # ---- rounding arithmetic: which integer counts print as a two-decimal percentage ----
@@ -230,6 +192,11 @@ def accuracies(sensitivity: float, specificity: float, n_pos: int, n_neg: int) -
     return sorted({a + b for a in ks(sensitivity, n_pos) for b in ks(specificity, n_neg)})
 
 
+def reachable(acc: float, sens: float, spec: float, n_pos: int, n_neg: int) -> bool:
+    """raydistill's rule: some number of correct images that the printed rates allow prints as ``acc``."""
+    return bool(set(accuracies(sens, spec, n_pos, n_neg)) & set(counts(acc, n_pos + n_neg)))
+
+
 def best_splits(sens: list[float], spec: list[float], total: int) -> tuple[int, list[tuple[int, int]]]:
     """How many printed rates the best (n_pos, n_neg) splits of ``total`` fit, and those splits."""
     fits = {
@@ -271,32 +238,108 @@ def said(claim: Claim) -> str:
 # ---- the rules ----
 
 
-def _binary_rows(paper: PaperNumbers) -> list[pd.DataFrame]:
-    """Table 5's rows (one network, method and epochs each), indexed by metric, in the paper's order."""
-    rows = paper.rows(table=5)
-    return [group.set_index("metric") for _, group in rows.groupby(["model", "method", "epochs"], sort=False)]
+def _binary_cells(paper: PaperNumbers) -> pd.DataFrame:
+    """The cells of every table that prints sensitivity."""
+    return paper.frame[paper.frame["table"].isin(paper.rows(metric="sensitivity")["table"])]
+
+
+def binary_rows(paper: PaperNumbers) -> list[pd.DataFrame]:
+    """Those tables' rows (one network, method and epochs each), indexed by metric, in the paper's order."""
+    keys = ["table", "dataset", "model", "method", "ipc", "epochs"]
+    return [group.set_index("metric") for _, group in _binary_cells(paper).groupby(keys, sort=False, dropna=False)]
+
+
+def row_rates(row: pd.DataFrame) -> tuple[float, float, float]:
+    """A binary row's printed (accuracy, sensitivity, specificity)."""
+    return tuple(float(row.loc[m, "value"]) for m in SCORES)
+
+
+def _rates_text(row: pd.DataFrame) -> str:
+    return ", ".join(f"{m} {fmt(v)}" for m, v in zip(SCORES, row_rates(row), strict=True))
+
+
+def binary_consistent(row: pd.DataFrame, n_pos: int, n_neg: int) -> bool:
+    """mlscorecheck: whether one confusion matrix with these class sizes gives every printed rate of
+    the row to within half a unit of its last printed digit (scores and eps as fractions)."""
+    scores = {SCORES[m]: row.loc[m, "value"] / 100 for m in SCORES}
+    eps = {SCORES[m]: 0.5 * 10.0 ** -int(row.loc[m, "decimals"]) / 100 for m in SCORES}
+    return not check_1_testset_no_kfold(testset={"p": n_pos, "n": n_neg}, scores=scores, eps=eps)["inconsistency"]
+
+
+def binary_mlscorecheck(paper: PaperNumbers, test_sets: pd.DataFrame) -> list[Finding]:
+    """mlscorecheck's binary check of every row: one confusion matrix of the test set gives its three rates."""
+    found = []
+    for row in binary_rows(paper):
+        classes, source = testset(test_sets, row["dataset"].iloc[0])
+        splits = binary_splits(classes)
+        fits = [split for split in splits if binary_consistent(row, *split)]
+        sizes = (
+            f"n_pos = {splits[0][0]}, n_neg = {splits[0][1]}"
+            if len(splits) == 1
+            else f"any split of the {sum(classes.values())} test images into positives and negatives"
+        )
+        why = (
+            f"{'a' if fits else 'no'} confusion matrix with {sizes} ({source}) gives the three rates, each to "
+            "within half a unit of its last printed digit"
+        )
+        if fits and len(splits) > 1:
+            why += f"; splits that fit: {len(fits)} of {len(splits)}, e.g. n_pos = {fits[0][0]}, n_neg = {fits[0][1]}"
+        verdict = OK if fits else "inconsistent"
+        found.append(finding(BINARY, locate(row.loc["accuracy", "source"]), _rates_text(row), verdict, why))
+    return found
+
+
+def multiclass_mlscorecheck(paper: PaperNumbers, test_sets: pd.DataFrame) -> list[Finding]:
+    """Where a multiclass test set's class counts are known: whether the paper prints what mlscorecheck's
+    multiclass checks need. Accuracy alone they cannot test, so such a table gets an n/a finding."""
+    per_class = test_sets[~test_sets["class"].isin(["", *SPLIT])]
+    cells = paper.frame[paper.frame["dataset"].isin(per_class["dataset"])]
+    found = []
+    for (table, dataset), rows in cells.groupby(["table", "dataset"], sort=False):
+        others = sorted(set(rows["metric"]) - {"accuracy"})
+        if others:
+            raise ValueError(f"Table {table} prints {', '.join(others)} for {dataset}: the multiclass checks need "
+                             "their averaging (micro or macro), which the data files do not give")
+        classes, source = testset(test_sets, dataset)
+        total = sum(classes.values())
+        why = (
+            "not run: only accuracies are printed, and the multiclass checks test scores against each other; an "
+            f"accuracy alone (in mlscorecheck's terms the micro-averaged sensitivity) only has to be some k/{total}. "
+            f"Test set: {len(classes)} classes, {total} images ({source})"
+        )
+        found.append(finding(MULTICLASS, span(rows), f"{len(rows)} accuracies", NA, why))
+    return found
 
 
 def binary_between(paper: PaperNumbers) -> list[Finding]:
-    """Accuracy is the class-size-weighted mean of sensitivity and specificity, so it lies between them."""
+    """Accuracy is the class-size-weighted mean of sensitivity and specificity, so it lies between them
+    whatever the class sizes (mlscorecheck needs them)."""
     found = []
-    for row in _binary_rows(paper):
-        acc, sens, spec = (float(row.loc[m, "value"]) for m in ("accuracy", "sensitivity", "specificity"))
+    for row in binary_rows(paper):
+        acc, sens, spec = row_rates(row)
         low, high = sorted((sens, spec))
         inside = low - 0.01 <= acc <= high + 0.01  # each of the three may be off by half a hundredth
         why = f"accuracy must lie in [{fmt(low)}, {fmt(high)}]"
         if not inside:
             why += f"; {fmt(acc)} is {fmt(min(abs(acc - low), abs(acc - high)))} pp outside"
-        printed = f"accuracy {fmt(acc)}, sensitivity {fmt(sens)}, specificity {fmt(spec)}"
         verdict = OK if inside else "impossible"
-        found.append(finding(BETWEEN, locate(row.loc["accuracy", "source"]), printed, verdict, why))
+        found.append(finding(BETWEEN, locate(row.loc["accuracy", "source"]), _rates_text(row), verdict, why))
     return found
 
 
-def class_sizes(paper: PaperNumbers, total: int = OCID_TEST_IMAGES) -> list[Finding]:
-    """Class sizes the printed sensitivities and specificities imply, and the accuracies those sizes allow."""
-    rates = {m: paper.rows(table=5, metric=m) for m in ("sensitivity", "specificity")}
-    everywhere = ("Table 5", "all epochs, both column groups")
+def class_sizes(paper: PaperNumbers, test_sets: pd.DataFrame) -> list[Finding]:
+    """Per table that prints sensitivity: the class sizes its rates imply, and the accuracies those allow."""
+    return [
+        f
+        for (table, dataset), rows in _binary_cells(paper).groupby(["table", "dataset"], sort=False)
+        for f in _class_sizes(PaperNumbers(rows), f"Table {table}", *testset(test_sets, dataset))
+    ]
+
+
+def _class_sizes(paper: PaperNumbers, table: str, classes: dict[str, int], source: str) -> list[Finding]:
+    total = sum(classes.values())
+    rates = {m: paper.rows(metric=m) for m in ("sensitivity", "specificity")}
+    everywhere = (table, "all epochs, both column groups")
     found = []
     for metric, rows in rates.items():
         n = smallest_size(rows["value"])
@@ -307,7 +350,7 @@ def class_sizes(paper: PaperNumbers, total: int = OCID_TEST_IMAGES) -> list[Find
                 ", ".join(fmt(v) for v in rows["value"]),
                 OK if n <= total else "inconsistent",
                 f"the smallest class size n for which every printed {metric} is some k/n is {n}; "
-                f"the paper states {total} test images in all (Section 4.1)",
+                f"the paper states {total} test images in all ({source})",
             )
         )
     sens, spec = (list(rates[m]["value"]) for m in rates)
@@ -339,20 +382,20 @@ def class_sizes(paper: PaperNumbers, total: int = OCID_TEST_IMAGES) -> list[Find
                 locate(row["source"]),
                 fmt(row["value"]),
                 "inconsistent",
-                f"every other {row['metric']} of Table 5 is some k/{n}, this one is not: "
+                f"every other {row['metric']} of {table} is some k/{n}, this one is not: "
                 f"{below}/{n} = {fmt(100 * below / n)}, {below + 1}/{n} = {fmt(100 * (below + 1) / n)}",
             )
         )
-    for row in _binary_rows(paper):
-        acc, sens_v, spec_v = (float(row.loc[m, "value"]) for m in ("accuracy", "sensitivity", "specificity"))
-        allowed, printable = accuracies(sens_v, spec_v, n_pos, n_neg), counts(acc, total)
+    for row in binary_rows(paper):
+        acc, sens_v, spec_v = row_rates(row)
+        allowed = accuracies(sens_v, spec_v, n_pos, n_neg)
         why = (
             f"with n_pos = {n_pos}, n_neg = {n_neg}, sensitivity {fmt(sens_v)} and specificity {fmt(spec_v)} allow "
             "accuracy " + " or ".join(f"{k}/{total} = {fmt(100 * k / total)}" for k in allowed)
         )
-        if not printable:
+        if not counts(acc, total):
             why += f"; no k/{total} prints as {fmt(acc)} at all"
-        verdict = OK if set(allowed) & set(printable) else "impossible"
+        verdict = OK if reachable(acc, sens_v, spec_v, n_pos, n_neg) else "impossible"
         found.append(finding(SIZES, locate(row.loc["accuracy", "source"]), fmt(acc), verdict, why))
     return found
 
@@ -402,9 +445,9 @@ def above_ceilings(paper: PaperNumbers, ceilings: pd.DataFrame) -> list[Finding]
     return found
 
 
-def text_claims(paper: PaperNumbers, claims: Iterable[Claim] = CLAIMS) -> list[Finding]:
+def text_claims(paper: PaperNumbers, claims: Iterable[Claim]) -> list[Finding]:
     """Each claim of the text checked against the printed cells it is about."""
-    return [f for claim in claims for f in CHECKS[claim.kind](paper, claim)]
+    return [f for claim in claims for f in CLAIM_KINDS[claim.kind](paper, claim)]
 
 
 def _quoted(paper: PaperNumbers, claim: Claim) -> list[Finding]:
@@ -480,7 +523,7 @@ def _fewer_epochs(paper: PaperNumbers, claim: Claim) -> list[Finding]:
     return found
 
 
-CHECKS: dict[str, Callable[[PaperNumbers, Claim], list[Finding]]] = {
+CLAIM_KINDS: dict[str, Callable[[PaperNumbers, Claim], list[Finding]]] = {
     "value": _quoted,
     "min": _quoted,
     "max": _quoted,
@@ -491,16 +534,17 @@ CHECKS: dict[str, Callable[[PaperNumbers, Claim], list[Finding]]] = {
 }
 
 
-def audit(paper: PaperNumbers | None = None, ceilings: pd.DataFrame | None = None) -> list[Finding]:
-    """Every rule's findings, rule by rule (the shipped CSVs unless others are given)."""
-    paper = load_paper() if paper is None else paper
-    ceilings = load_ceilings() if ceilings is None else ceilings
+def audit(data: Path = DATA) -> list[Finding]:
+    """Every rule's findings, rule by rule, on the paper whose data files are in ``data``."""
+    paper, test_sets = load_paper(data / CSV_PATH.name), load_test_sets(data / TEST_SETS)
     return [
+        *binary_mlscorecheck(paper, test_sets),
+        *multiclass_mlscorecheck(paper, test_sets),
         *binary_between(paper),
-        *class_sizes(paper),
+        *class_sizes(paper, test_sets),
         *distilled_vs_full(paper),
-        *above_ceilings(paper, ceilings),
-        *text_claims(paper),
+        *above_ceilings(paper, load_ceilings(data / CEILINGS)),
+        *text_claims(paper, load_claims(data / PAPER_TEXT)),
     ]
 
 
@@ -534,15 +578,30 @@ def summary_markdown(findings: list[Finding] | None = None) -> str:
         return bad[bad["rule"] == rule]
 
     n_binary = int((table["rule"] == BETWEEN).sum())
+    binary_tables = ", ".join(dict.fromkeys(table.loc[table["rule"] == BETWEEN, "table"]))
+    multiclass = table[table["rule"] == MULTICLASS]
     split = table[(table["rule"] == SIZES) & (table["column"] == "Sensitivity and Specificity")]
     unreachable = of(SIZES)[of(SIZES)["column"].str.endswith("/Accuracy")]
     ceilings = of(CEILING).assign(value=lambda f: f["printed"].astype(float)).groupby("table")["value"]
     lines = [
-        "**Audit of the printed numbers** (`python analysis/audit.py --out DIR`; reads only the transcribed tables "
-        f"and `analysis/ceilings.csv`, trains nothing): {len(bad)} of {len(table)} findings are flagged.",
-        f"- Table 5: {len(of(BETWEEN))} of {n_binary} accuracies lie outside the interval between their sensitivity "
-        "and specificity, which no confusion matrix allows.",
+        "**Audit of the printed numbers** (`python analysis/audit.py --out DIR`; reads only the paper's data files: "
+        "tables, text claims, test sets and published ceilings; trains nothing): "
+        f"{len(bad)} of {len(table)} findings are flagged, each naming the check that produced it "
+        "(`mlscorecheck.*` or raydistill's own `raydistill.*`).",
     ]
+    if n_binary:
+        lines += [
+            f"- {binary_tables}, mlscorecheck's binary check: for {len(of(BINARY))} of {n_binary} rows no confusion "
+            "matrix of the test set gives the printed accuracy, sensitivity and specificity, each to within half a "
+            "unit of its last printed digit.",
+            f"- {binary_tables}: {len(of(BETWEEN))} of {n_binary} accuracies lie outside the interval between their "
+            "sensitivity and specificity, which no confusion matrix allows.",
+        ]
+    if len(multiclass):
+        lines.append(
+            f"- mlscorecheck's multiclass check does not run on {', '.join(dict.fromkeys(multiclass['table']))}: "
+            "they print only accuracies, which it cannot test alone (class counts in `test_sets.csv`)."
+        )
     if len(split):
         lines.append(
             f"- Class sizes: {split['explanation'].iloc[0]}; with that split {len(unreachable)} of {n_binary} printed "
@@ -570,34 +629,38 @@ def report_markdown(findings: list[Finding]) -> str:
     lines = [
         "# Audit of the paper's printed numbers",
         "",
-        "Inputs: `analysis/paper_numbers.csv` (the paper's tables; every cell with its table, row and column) and "
-        "`analysis/ceilings.csv` (published full-data accuracies, each with its source). No training. Values are "
-        "percentages as printed; pp = percentage points.",
+        "Inputs: the paper's data files, `paper_numbers.csv` (the paper's tables; every cell with its table, row and "
+        "column), `paper_text.csv` (claims of the text, verbatim, with the cells they are about), `test_sets.csv` "
+        "(test-set sizes, each with its source) and `ceilings.csv` (published full-data accuracies, each with its "
+        "source). No training. Values are percentages as printed; pp = percentage points. Each rule's findings come "
+        "from one check: `mlscorecheck.*` (the mlscorecheck package's consistency tests) or `raydistill.*` "
+        "(raydistill's own rules, for what mlscorecheck has no test of).",
         "",
         summary_markdown(findings),
         "",
-        "| rule | findings | flagged |",
-        "|---|---|---|",
+        "| rule | check | findings | flagged |",
+        "|---|---|---|---|",
     ]
     for rule in RULES:
         mine = table["rule"] == rule
-        lines.append(f"| {rule} | {mine.sum()} | {(flagged(table) & mine).sum()} |")
+        lines.append(f"| {rule} | `{CHECK[rule]}` | {mine.sum()} | {(flagged(table) & mine).sum()} |")
     for rule in RULES:
         rows = table[table["rule"] == rule]
         bad, rest = rows[flagged(rows)], rows[~flagged(rows)]
-        lines += ["", f"## {rule}", "", _markdown_table(bad) if len(bad) else "Nothing flagged."]
+        lines += ["", f"## {rule} (`{CHECK[rule]}`)", "", _markdown_table(bad) if len(bad) else "Nothing flagged."]
         if len(rest):
             folded = f"<details><summary>{len(rest)} not flagged</summary>"
             lines += ["", folded, "", _markdown_table(rest), "", "</details>"]
     return "\n".join(lines) + "\n"
 
 
-def write_audit(out: Path) -> list[Path]:
-    """Write ``audit.md`` and ``audit.csv`` into ``out`` (created if missing); return their paths."""
+def write_audit(out: Path, data: Path = DATA) -> list[Path]:
+    """Audit the paper in ``data``; write ``audit.md`` and ``audit.csv`` into ``out`` (created if missing)
+    and return their paths."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    findings = audit()
+    findings = audit(data)
     md, csv = out / "audit.md", out / "audit.csv"
     md.write_text(report_markdown(findings), encoding="utf-8")
     frame(findings).to_csv(csv, index=False)
@@ -607,9 +670,10 @@ def write_audit(out: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--data", type=Path, default=DATA, help="folder of a paper's data files (default: this one)")
     args = parser.parse_args(argv)
     try:
-        paths = write_audit(args.out)
+        paths = write_audit(args.out, args.data)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

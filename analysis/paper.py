@@ -1,7 +1,8 @@
 """The paper's published numbers (``paper_numbers.csv``, transcribed once) behind a small typed API.
 
-Values are percentages as printed. ``ipc`` is empty for full-training-set rows, ``epochs`` is
-empty where the paper prints "NA", ``model`` is empty where the paper does not name one (Table 4).
+Values are percentages as printed (``decimals``: the digits printed after the point). ``ipc`` is
+empty for full-training-set rows, ``epochs`` is empty where the paper prints "NA", ``model`` is
+empty where the paper does not name one (Table 4).
 """
 
 from __future__ import annotations
@@ -57,9 +58,11 @@ class PaperNumbers:
 
 
 def load_paper(path: Path = CSV_PATH) -> PaperNumbers:
-    """Read the CSV: integer keys as nullable ``Int64``, ``value`` as float, text columns as str."""
+    """Read the CSV: integer keys as nullable ``Int64``, ``value`` as float (its printed ``decimals``
+    beside it), text columns as str."""
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     for column in INT_COLUMNS:
         frame[column] = pd.to_numeric(frame[column].replace("", None)).astype("Int64")
+    frame["decimals"] = frame["value"].str.partition(".")[2].str.len()
     frame["value"] = frame["value"].astype(float)
     return PaperNumbers(frame)

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 CELL_FILTER = "tags.`raydistill.role` = 'cell'"
 TEXT_PARAMS = ("dataset", "dataset_label", "model", "method", "modifier", "protocol", "backend", "positive_class")
-INT_PARAMS = ("ipc", "teacher_epochs", "student_epochs", "seed", "train_limit")
+INT_PARAMS = ("ipc", "teacher_epochs", "student_epochs", "seed", "train_limit", "eval_sets", "eval_runs")
 METRICS = ("accuracy", "sensitivity", "specificity", "auc", "teacher_accuracy", "accuracy_std", "time_total_s")
 FORENSICS_TAG, HYPOTHESIS_TAG = "tags.raydistill.forensics", "tags.raydistill.hypothesis"
 TAGS = ("tags.device", "tags.kmeans_backend", "tags.git_commit", "tags.raydistill.cell", FORENSICS_TAG, HYPOTHESIS_TAG)

@@ -70,6 +70,7 @@ class TrialConfig:
     alpha: float | None = None
     positive_class: str | None = None
     eval_runs: int = 5
+    eval_sets: int = 1  # independent distilled sets, each evaluated with eval_runs models (protocols with sets)
     dm_iterations: int = 1000
     device: str = "auto"
     eval_every: int = 0  # 0: about 16 log-spaced epochs of the student are scored; N: every N epochs
@@ -145,6 +146,13 @@ class TrialConfig:
         _integer("student-epochs", self.student_epochs, 1, MAX_EPOCHS)
         _integer("batch-size", self.batch_size, 1, 1 << 20)
         _integer("eval-runs", self.eval_runs, 1, 1000)
+        _integer("eval-sets", self.eval_sets, 1, 1000)
+        if self.eval_sets > 1 and not PROTOCOLS[self.protocol].sets:
+            raise ConfigError(f"eval-sets {self.eval_sets}: protocol {self.protocol!r} trains one student on one set; "
+                              f"several sets need a protocol that evaluates sets "
+                              f"({', '.join(e.name for e in PROTOCOLS.entries() if e.sets)})")
+        if self.eval_sets > 1 and not self.distills:
+            raise ConfigError(f"eval-sets {self.eval_sets}: the full training set is one set; use eval-runs")
         _integer("dm-iterations", self.dm_iterations, 1, 10_000_000)
         _integer("seed", self.seed, 0, MAX_SEED)
         _integer("eval-every", self.eval_every, 0, MAX_EPOCHS)

@@ -19,7 +19,7 @@ from raydistill.config import TrialConfig
 from raydistill.data import Dataset, DeviceData
 from raydistill.distill import modifiers
 from raydistill.distill.cluster import resolve_backend
-from raydistill.protocols import Progress, StudentCheckpoint, StudentData, speed_options
+from raydistill.protocols import Progress, StudentCheckpoint, StudentData, combine, speed_options
 from raydistill.registry import METHODS, PROTOCOLS
 from raydistill.teacher import TeacherSnapshot, train_teacher
 from raydistill.train import as_unit
@@ -143,16 +143,21 @@ def run_trial(cfg: TrialConfig, data: Dataset | None = None, teacher: TeacherPro
                                       last_step_l1=snap.last_step_l1, grad_l1=snap.grad_l1)
             del net
 
-    if method.distills:
-        images, labels = distill(cfg, pool.x_train, pool.y_train, data.num_classes, signal, backend, timer)
-    else:
-        images, labels = pool.x_train, pool.y_train
-
     positive = positive_index(cfg, data.classes)
-    student = StudentData(images, labels, tensors, positive, snap.state_dict if snap is not None else None,
-                          resume=student_resume, on_checkpoint=on_student_checkpoint, keep_final=keep_final_student)
-    with timer("student"):  # training and scoring (the scored curves are part of it)
-        evaluation = PROTOCOLS[cfg.protocol].obj(cfg, data, student, progress)
+    evaluations = []
+    for i, set_seed in enumerate(set_seeds(cfg.seed, cfg.eval_sets)):
+        set_cfg = cfg.replace(seed=set_seed)  # the set's own draw or K-means init, and its own evaluation inits
+        if method.distills:
+            set_images, set_labels = distill(set_cfg, pool.x_train, pool.y_train, data.num_classes, signal, backend, timer)
+        else:
+            set_images, set_labels = pool.x_train, pool.y_train
+        if i == 0:
+            images, labels = set_images, set_labels  # the set that is exported and shown
+        student = StudentData(set_images, set_labels, tensors, positive, snap.state_dict if snap is not None else None,
+                              resume=student_resume, on_checkpoint=on_student_checkpoint, keep_final=keep_final_student)
+        with timer("student"):  # training and scoring (the scored curves are part of it)
+            evaluations.append(PROTOCOLS[cfg.protocol].obj(set_cfg, data, student, progress if i == 0 else None))
+    evaluation = combine(evaluations)
     timer.seconds["student"] += evaluation.earlier_seconds
     timings = {k: round(v, 4) for k, v in timer.seconds.items()}
     timings["total"] = round(time.perf_counter() - wall + evaluation.earlier_seconds, 4)
@@ -166,6 +171,16 @@ def run_trial(cfg: TrialConfig, data: Dataset | None = None, teacher: TeacherPro
         y_true=evaluation.y_true, curves=evaluation.curves, teacher=teacher_info,
         resumed_epoch=evaluation.resumed_epoch,
     )
+
+
+SET_SEED_OFFSET = 2_000_003
+
+
+def set_seeds(seed: int, sets: int) -> list[int]:
+    """The seed of each distilled set: the trial's own for the first (one set is the trial as
+    always), distinct derived ones for the others (the reference's independent experiments)."""
+    return [seed] + [int(np.random.SeedSequence([SET_SEED_OFFSET, seed, i]).generate_state(1)[0])
+                     for i in range(1, sets)]
 
 
 def train_here(cfg: TrialConfig, progress: Progress | None = None) -> TeacherProvider:

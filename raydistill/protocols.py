@@ -6,18 +6,17 @@ Only this protocol takes the forensics knobs (each a hypothesis about how the pa
 evaluated; see TrialConfig): `score_on` (test | train | fit), `student_init` (fresh | teacher)
 and `epoch_pick` (last | best-test).
 
-`dc` (the field's tables, DC/DSA/DM/MTT): ConvNet-3 trained from scratch with SGD (lr 0.01,
-momentum 0.9, weight decay 5e-4, batch 256) for `student_epochs` epochs, the lr multiplied by 0.1
-once after the DC code's epoch index `Epoch//2 + 1` (0-based); `eval_runs` seeded
-initialisations, each measured once on the test split after its last epoch. Differences from the
-reference code: no augmentation while training (DC augments MNIST with crop/scale/rotate/noise;
-the 1000-epoch DSA-augmented variant is not implemented); the reference loop makes Epoch + 1
-passes, here exactly `epochs`; the reference re-creates the optimiser at the drop (zeroing
-momentum), here the momentum buffer carries over (torch keeps it in gradient units, so the step
-still shrinks tenfold).
+`dc` (the field's tables, DC/DSA/DM/MTT), as the DC reference code evaluates a set
+(raydistill.dc): ConvNet-3 trained from scratch with SGD (lr 0.01, momentum 0.9, weight decay
+5e-4, batch 256) for `student_epochs` + 1 passes (the reference's `range(Epoch+1)`; it uses 300,
+and 1000 on MNIST, where it augments with crop/scale/rotate), the lr multiplied by 0.1 after pass
+index `Epoch//2 + 1` with a fresh optimiser, the reference's normalisation constants; `eval_runs`
+seeded initialisations, each tested once after its last pass. With `eval_sets` > 1 the pipeline
+draws that many sets and evaluates each (the reference's 5 experiments x 20 models).
 
-Every protocol scores accuracy curves on the way (test split and the set trained on, at the
-epochs `config.eval_epochs` names) without changing the training itself. The paper protocol's
+The paper protocol scores accuracy curves on the way (test split and the set trained on, at the
+epochs `config.eval_epochs` names) without changing the training itself; `dc` keeps the training
+curves and tests once at the end, as the reference. The paper protocol's
 long students (hundreds of epochs on a whole training set) are checkpointed at least every
 CHECKPOINT_SECONDS and continue from a checkpoint of the same set with the uninterrupted result.
 With `keep_final`, a student is also checkpointed after its last epoch: a cell that differs only in
@@ -29,14 +28,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from raydistill import models
+from raydistill import dc, models
 from raydistill.config import TrialConfig, eval_epochs
 from raydistill.data import Dataset, DeviceData
 from raydistill.metrics import classification_metrics
@@ -44,10 +43,6 @@ from raydistill.registry import PROTOCOLS
 from raydistill.train import CHECKPOINT_SECONDS, SpeedOptions, fit, predict_proba, to_cpu
 
 STUDENT_SEED_OFFSET = 1_000_003  # the student's init and batch order differ from the teacher's
-DC_LR = 0.01
-DC_MOMENTUM = 0.9
-DC_WEIGHT_DECAY = 5e-4
-DC_BATCH_SIZE = 256
 AVERAGED = ("accuracy", "sensitivity", "specificity", "auc", "per_class_sensitivity", "per_class_specificity")
 
 # progress(phase, epoch, total epochs, values): live per-epoch figures for Tune, MLflow or a bar
@@ -62,6 +57,7 @@ class Evaluation:
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # name -> [(epoch, value)]
     resumed_epoch: int = 0  # the epoch of the checkpoint training continued from (0: from scratch)
     earlier_seconds: float = 0.0  # student time of the attempts before that checkpoint
+    runs: list[dict] = field(default_factory=list)  # each evaluation model's metrics (protocols with several)
 
 
 @dataclass
@@ -108,9 +104,10 @@ class Scorer:
     """An epoch callback that scores the model at the chosen epochs on the test split and on the
     set it trains on, keeps the curves, and remembers the best test epoch (epoch_pick=best-test)."""
 
-    def __init__(self, cfg: TrialConfig, student: StudentData, epochs: int, phase: str, progress: Progress | None):
+    def __init__(self, cfg: TrialConfig, student: StudentData, epochs: int, phase: str, progress: Progress | None,
+                 at: Collection[int] | None = None):
         self.cfg, self.student, self.epochs, self.phase, self.progress = cfg, student, epochs, phase, progress
-        self.at = set(eval_epochs(epochs, cfg.eval_every))
+        self.at = set(eval_epochs(epochs, cfg.eval_every) if at is None else at)
         self.curves: dict[str, list[tuple[int, float]]] = {"test_accuracy": [], "fit_accuracy": [], "train_loss": [],
                                                            "train_accuracy": []}
         self.best: tuple[float, np.ndarray] | None = None
@@ -233,13 +230,6 @@ def evaluate_paper(cfg: TrialConfig, data: Dataset, student: StudentData, progre
     return evaluation
 
 
-def dc_optimizer(model: nn.Module, epochs: int) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.MultiStepLR]:
-    """SGD whose lr is 0.01 in epochs 0 .. epochs//2 + 1 (0-based) and 0.001 after: the DC code
-    drops it at the end of epoch `Epoch//2 + 1`; the scheduler steps once per epoch."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=DC_LR, momentum=DC_MOMENTUM, weight_decay=DC_WEIGHT_DECAY)
-    return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[epochs // 2 + 2], gamma=0.1)
-
-
 def run_seeds(seed: int, runs: int) -> list[int]:
     """One seed per evaluation run, distinct across trial seeds (unlike seed + run)."""
     return [int(np.random.SeedSequence([STUDENT_SEED_OFFSET, seed, run]).generate_state(1)[0]) for run in range(runs)]
@@ -247,26 +237,41 @@ def run_seeds(seed: int, runs: int) -> list[int]:
 
 def train_convnet(data: Dataset, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int,
                   on_epoch: Scorer | None = None) -> nn.Module:
-    """A fresh ConvNet-3 (init and batch order from `seed`) trained on (x, y) with the DC schedule."""
-    torch.manual_seed(seed)
-    model = models.build("convnet3", data.shape, data.num_classes, data.mean, data.std).to(x.device)
-    optimizer, scheduler = dc_optimizer(model, epochs)
-    return fit(model, x, y, epochs, batch_size=DC_BATCH_SIZE, seed=seed, optimizer=optimizer, scheduler=scheduler,
-               on_epoch=on_epoch)
+    """A fresh ConvNet-3 (init, batch order and augmentation from `seed`) trained on (x, y) as the
+    DC reference does (raydistill.dc): Epoch + 1 passes, the lr drop with a fresh optimiser, the
+    reference's normalisation and, on MNIST, its augmentation."""
+    mean, std = dc.normalisation(data.name, data.mean, data.std)
+    model = dc.build(data.shape, data.num_classes, mean, std, seed, x.device)
+    optimizer, schedule = dc.optimizer(model, epochs)
+    return fit(model, x, y, epochs + 1, batch_size=dc.BATCH_SIZE, seed=seed, optimizer=optimizer, scheduler=schedule,
+               on_epoch=on_epoch, transform=dc.augmentation(data.name, mean, std, seed))
 
 
 def evaluate_dc(cfg: TrialConfig, data: Dataset, student: StudentData, progress: Progress | None = None) -> Evaluation:
-    """Metrics over cfg.eval_runs ConvNet-3s trained on the set; the first run's test
-    probabilities and curves come along (for the figures)."""
+    """Metrics over cfg.eval_runs ConvNet-3s trained on the set, each tested once after its last
+    pass (as the reference; no test curves, which would cost a test pass each); the first run's
+    test probabilities and training curves come along (for the figures)."""
     y_test = student.tensors.y_test.cpu().numpy()
+    passes = cfg.student_epochs + 1
     runs, first = [], None
     for i, seed in enumerate(run_seeds(cfg.seed, cfg.eval_runs)):
-        scorer = Scorer(cfg, student, cfg.student_epochs, "student", progress) if i == 0 else None
+        scorer = Scorer(cfg, student, passes, "student", progress, at={passes}) if i == 0 else None
         model = train_convnet(data, student.images, student.labels, cfg.student_epochs, seed, on_epoch=scorer)
-        proba = predict_proba(model, student.tensors.x_test).numpy()
+        proba = scorer.last_test if scorer is not None else predict_proba(model, student.tensors.x_test).numpy()
         runs.append(classification_metrics(y_test, proba, student.positive))
         first = first or (proba, scorer.curves)
-    return Evaluation(summarise(runs), first[0], y_test, first[1])
+    return Evaluation(summarise(runs), first[0], y_test, first[1], runs=runs)
+
+
+def combine(evaluations: list[Evaluation]) -> Evaluation:
+    """One evaluation of several sets: metrics over every model of every set; the first set's
+    probabilities, curves and resume facts (several sets are only evaluated by protocols that
+    keep no checkpoints)."""
+    if len(evaluations) == 1:
+        return evaluations[0]
+    first = evaluations[0]
+    runs = [run for evaluation in evaluations for run in evaluation.runs]
+    return Evaluation(summarise(runs), first.proba, first.y_true, first.curves, runs=runs)
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -283,6 +288,7 @@ def summarise(runs: list[dict]) -> dict:
 
 
 PROTOCOLS.add("paper", "the paper's: a fresh model of --model, Adam lr 1e-3, batch 32, --student-epochs, one init; "
-              "takes the forensics knobs", evaluate_paper, forensics=True)
-PROTOCOLS.add("dc", "the field's (DC/DSA/DM/MTT): ConvNet-3, SGD 0.01 momentum 0.9 wd 5e-4, batch 256, lr x0.1 "
-              "halfway, --eval-runs inits", evaluate_dc, forensics=False)
+              "takes the forensics knobs", evaluate_paper, forensics=True, sets=False)
+PROTOCOLS.add("dc", "the field's, as the DC reference code: ConvNet-3, SGD 0.01 momentum 0.9 wd 5e-4, batch 256, "
+              "epochs+1 passes, lr x0.1 halfway, MNIST augmented; --eval-sets x --eval-runs models", evaluate_dc,
+              forensics=False, sets=True)

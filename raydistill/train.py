@@ -12,6 +12,7 @@ import os
 import sysconfig
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,10 @@ CHECKPOINT_SECONDS = float(os.environ.get("RAYDISTILL_CHECKPOINT_SECONDS", "600"
 # graphs of one compiled function kept per process: each model, batch shape and option set is one,
 # and past torch's default of 8 the step would silently run eagerly
 COMPILED_GRAPHS = 64
+
+# images per forward pass when predicting: 256 ran 1.3-1.6x faster than 1024 on one CPU thread for
+# the Baseline and ConvNet-3 (the activations of a larger batch fall out of the cache)
+PREDICT_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,12 @@ class EpochStats:
 
 
 EpochCallback = Callable[[int, nn.Module, EpochStats], None]
+
+
+class Schedule(Protocol):
+    """What fit steps once per epoch: a torch LR scheduler, or any schedule with a step()."""
+
+    def step(self) -> None: ...
 
 
 def compile_problem(device: torch.device) -> str | None:
@@ -201,17 +212,19 @@ def fit(
     seed: int = 0,
     on_epoch: EpochCallback | None = None,
     optimizer: torch.optim.Optimizer | None = None,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scheduler: Schedule | None = None,
     speed: SpeedOptions | None = None,
     start_epoch: int = 0,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> nn.Module:
     """Train with Adam at a constant lr unless another `optimizer` (built on the model's
     parameters; `lr` is then unused) and a per-epoch `scheduler` are given, as the dc protocol does.
     `on_epoch(epoch, model, stats)` runs after every epoch, before the scheduler steps, under the
     caller's numerics but with the model in its training memory format. `start_epoch` continues a
     run that stopped after that epoch: the optimizer passed in holds its state, and the batch
-    orders of the epochs done are replayed from the seed. Loss and accuracy are summed
-    on the device and read once per epoch, so a step never waits for the device."""
+    orders of the epochs done are replayed from the seed. `transform` (training augmentation)
+    maps each float batch before the step. Loss and accuracy are summed on the device and read
+    once per epoch, so a step never waits for the device."""
     speed = speed or SpeedOptions()
     speed.check(x.device)
     generator = torch.Generator().manual_seed(seed)
@@ -229,7 +242,8 @@ def fit(
             right = torch.zeros((), dtype=torch.long, device=x.device)
             with numerics(speed, x.device):
                 for index in parts:
-                    loss, hits = step(model, batch(x[index], speed), y[index], bf16)
+                    xb = batch(x[index], speed)
+                    loss, hits = step(model, xb if transform is None else transform(xb), y[index], bf16)
                     loss_sum += loss.detach()
                     right += hits
                     optimizer.zero_grad(set_to_none=True)
@@ -247,7 +261,8 @@ def fit(
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, speed: SpeedOptions | None = None) -> torch.Tensor:
+def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = PREDICT_BATCH,
+                  speed: SpeedOptions | None = None) -> torch.Tensor:
     """Softmax class probabilities in eval mode, on the CPU."""
     speed = speed or SpeedOptions()
     speed.check(x.device)

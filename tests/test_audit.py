@@ -1,7 +1,9 @@
-"""analysis/audit.py: rounding arithmetic, each rule on hand-made rows, and the findings on the paper."""
+"""analysis/audit.py: rounding arithmetic, each rule on hand-made rows, made-up papers from data files
+only, mlscorecheck against raydistill's own rule, and the findings on the paper."""
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -20,16 +22,27 @@ def _printed(k: int, n: int) -> float:
     return round(100 * k / n, 2)
 
 
-def _paper(rows: list[tuple]) -> PaperNumbers:
-    """A paper_numbers-shaped table from (table, dataset, model, method, ipc, epochs, metric, value, source) rows."""
-    frame = pd.DataFrame(rows, columns=pd.read_csv(CSV_PATH, nrows=0).columns)
-    frame[["ipc", "epochs", "table"]] = frame[["ipc", "epochs", "table"]].astype("Int64")
-    return PaperNumbers(frame)
+def _csv(path: Path, header: list[str], rows: list[tuple]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([header, *rows])
+    return path
 
 
-def _binary_row(epochs: int, acc: float, sens: float, spec: float) -> list[tuple]:
+def _paper(folder: Path, rows: list[tuple]) -> PaperNumbers:
+    """A paper_numbers.csv of (table, dataset, model, method, ipc, epochs, metric, value, source) rows, read back."""
+    return load_paper(_csv(folder / CSV_PATH.name, list(pd.read_csv(CSV_PATH, nrows=0).columns), rows))
+
+
+def _test_sets(classes: dict[str, int], dataset: str = "ocid") -> pd.DataFrame:
+    rows = [(dataset, name, n, "made up") for name, n in classes.items()]
+    return pd.DataFrame(rows, columns=["dataset", "class", "images", "source"])
+
+
+def _binary_row(epochs: int, acc: float, sens: float | str, spec: float) -> list[tuple]:
+    """A Table 5 row; a rate given as text is printed as it is, a number with two decimals."""
     return [
-        (5, "ocid", "resnet34", "kmeans", 10, epochs, m, value, f"Table 5, row {epochs}, column Distilled/{m}")
+        (5, "ocid", "resnet34", "kmeans", 10, epochs, m, value if isinstance(value, str) else f"{value:.2f}",
+         f"Table 5, row {epochs}, column Distilled/{m}")
         for m, value in (("accuracy", acc), ("sensitivity", sens), ("specificity", spec))
     ]
 
@@ -68,16 +81,57 @@ def test_split_of_a_known_test_set() -> None:
     assert audit.accuracies(76.68, 87.10, 95, 31) == [72 + 27, 73 + 27]  # no exact count: both neighbours
 
 
-def test_binary_rule_flags_inconsistent_row_and_passes_consistent_one() -> None:
+def test_binary_rules_flag_inconsistent_rows_and_pass_consistent_one(tmp_path: Path) -> None:
     paper = _paper(
+        tmp_path,
         _binary_row(200, _printed(43, 50), _printed(16, 19), _printed(27, 31))  # TP 16/19, TN 27/31: 86.00
         + _binary_row(300, 91.40, 84.21, 87.10)  # above both rates
         + _binary_row(400, 60.00, 84.21, 61.29)  # below both rates
+        + _binary_row(500, 86.50, 84.21, 87.10),  # between them, but no k/50
     )
-    verdicts = {(f.row, f.verdict) for f in audit.binary_between(paper)}
-    assert verdicts == {("200", "ok"), ("300", "impossible"), ("400", "impossible")}
-    sizes = {f.row: f.verdict for f in audit.class_sizes(paper, total=50) if f.column == "Distilled/accuracy"}
-    assert sizes == {"200": "ok", "300": "impossible", "400": "impossible"}
+    expected = {"200": "ok", "300": "impossible", "400": "impossible", "500": "impossible"}
+    between = {f.row: f.verdict for f in audit.binary_between(paper)}
+    assert between == {**expected, "500": "ok"}  # the interval rule cannot see the last one
+    sizes = {f.row: f.verdict for f in audit.class_sizes(paper, _test_sets({"": 50})) if f.column.endswith("/accuracy")}
+    assert sizes == expected
+    for classes in ({"": 50}, {"positive": 19, "negative": 31}):  # only the total known, or the split
+        found = audit.binary_mlscorecheck(paper, _test_sets(classes))
+        assert {f.row: f.verdict for f in found} == {r: "inconsistent" if v != "ok" else v for r, v in expected.items()}
+        assert {f.check for f in found} == {"mlscorecheck.binary"}
+    only_total = audit.binary_mlscorecheck(paper, _test_sets({"": 50}))[0].explanation
+    assert only_total.endswith("; splits that fit: 1 of 49, e.g. n_pos = 19, n_neg = 31")  # 1..49 positives
+    with pytest.raises(ValueError):
+        audit.binary_mlscorecheck(paper, _test_sets({"a": 20, "b": 20, "c": 10}))
+
+
+@pytest.mark.parametrize(("sens", "fits"), [("84.21", True), ("84.20", False), ("84.2", True)])
+def test_eps_is_half_a_unit_of_the_last_printed_digit(tmp_path: Path, sens: str, fits: bool) -> None:
+    # TP 16/19 = 84.2105..%, TN 27/31, accuracy 43/50: "84.20" is 0.0105 pp off (eps 0.005), "84.2" 0.0105 (eps 0.05)
+    row = audit.binary_rows(_paper(tmp_path, _binary_row(200, 86.00, sens, _printed(27, 31))))[0]
+    assert row.loc["sensitivity", "decimals"] == len(sens.partition(".")[2])
+    assert audit.binary_consistent(row, 19, 31) is fits
+
+
+def test_mlscorecheck_agrees_with_raydistill_on_table5_with_95_and_31(findings: pd.DataFrame) -> None:
+    rows = audit.binary_rows(load_paper())
+    assert len(rows) == 10
+    theirs = [audit.binary_consistent(row, 95, 31) for row in rows]
+    ours = [audit.reachable(*audit.row_rates(row), 95, 31) for row in rows]
+    assert theirs == ours == [False] * 10
+    sizes = findings[(findings["rule"] == audit.SIZES) & findings["column"].str.endswith("/Accuracy")]
+    assert list(sizes["verdict"] == "ok") == theirs  # the audit's own verdicts, at its inferred 95/31
+
+
+def test_mlscorecheck_agrees_with_raydistill_on_made_up_rows_with_95_and_31(tmp_path: Path) -> None:
+    matrices = [(tp, tn) for tp in range(0, 96, 19) for tn in range(0, 32, 6)]
+    rows = []
+    for i, (tp, tn) in enumerate(matrices):
+        acc, sens, spec = _printed(tp + tn, 126), _printed(tp, 95), _printed(tn, 31)
+        rows += _binary_row(2 * i, acc, sens, spec) + _binary_row(2 * i + 1, acc + 0.40, sens, spec)
+    paper = _paper(tmp_path, rows)
+    theirs = [audit.binary_consistent(row, 95, 31) for row in audit.binary_rows(paper)]
+    ours = [audit.reachable(*audit.row_rates(row), 95, 31) for row in audit.binary_rows(paper)]
+    assert theirs == ours == [True, False] * len(matrices)
 
 
 def test_real_paper_steady_increase_and_quoted_numbers(findings: pd.DataFrame) -> None:
@@ -131,20 +185,99 @@ def test_ceilings_need_a_source(tmp_path: Path) -> None:
 
 
 def test_claims_quote_the_paper_verbatim() -> None:
+    claims = audit.load_claims()
+    assert len(claims) == 29 and {c.kind for c in claims} == set(audit.CLAIM_KINDS)
+    assert {(c.value, c.decimals) for c in claims if c.kind == "max"} >= {(91.8, 1), (91.8, 2)}  # "91.8%", "91.80%"
     texts = sorted(PAPER_TEXT.glob("*.txt"))
     if not texts:
         pytest.skip("paper text not present")
     paper = " ".join(texts[0].read_text(encoding="utf-8").split())
-    missing = [c.quote for c in audit.CLAIMS if " ".join(c.quote.split()) not in paper]
+    missing = [c.quote for c in claims if " ".join(c.quote.split()) not in paper]
     assert missing == []
+
+
+def test_data_files_are_checked(tmp_path: Path) -> None:
+    header = ["quote", "where", "kind", "cells", "value"]
+    for kind, value in (("value", ""), ("rising", "1.00"), ("guess", "1.00")):
+        bad = _csv(tmp_path / "paper_text.csv", header, [("a claim", "Abstract", kind, "table=1", value)])
+        with pytest.raises(ValueError):
+            audit.load_claims(bad)
+    bad = _csv(tmp_path / "test_sets.csv", ["dataset", "class", "images", "source"], [("ocid", "", "126", "")])
+    with pytest.raises(ValueError):
+        audit.load_test_sets(bad)
+    sets = audit.load_test_sets()
+    assert sets.groupby("dataset")["images"].sum().to_dict() == {
+        "cifar10": 10_000, "fashion-mnist": 10_000, "mnist": 10_000, "ocid": 126}
+    assert set(sets["dataset"]) == set(load_paper().frame["dataset"])
+
+
+def test_multiclass_check_runs_only_where_more_than_accuracy_is_printed(findings: pd.DataFrame, tmp_path: Path) -> None:
+    multi = findings[findings["rule"] == audit.MULTICLASS]
+    assert len(multi) == 12 and set(multi["verdict"]) == {"n/a"} and set(multi["check"]) == {"mlscorecheck.multiclass"}
+    assert set(multi["table"]) == {"Table 1", "Table 2", "Table 3", "Table 4"}
+    assert multi["explanation"].str.startswith("not run: only accuracies are printed").all()
+    paper = _paper(tmp_path, [(1, "mnist", "lenet", "kmeans", 10, 200, "sensitivity", "97.00",
+                               "Table 1, row 10/MNIST/LeNet, column 200")])
+    with pytest.raises(ValueError, match="averaging"):
+        audit.multiclass_mlscorecheck(paper, audit.load_test_sets())
+
+
+TOY = {  # (method, epochs): (true positives of 40, true negatives of 60); the split is the only one that fits
+    ("full", 10): (33, 53), ("full", 20): (34, 54), ("full", 30): (35, 55),
+    ("kmeans", 10): (29, 47), ("kmeans", 20): (31, 49), ("kmeans", 30): (33, 51),
+}
+
+
+def _toy(folder: Path, classes: dict[str, int], accuracy: dict[tuple[str, int], str]) -> Path:
+    """A made-up paper in data files only: one binary table of a 40 + 60 image test set."""
+    folder.mkdir()
+    rows = []
+    for (method, epochs), (tp, tn) in TOY.items():
+        printed = {"accuracy": accuracy.get((method, epochs), f"{_printed(tp + tn, 100):.2f}"),
+                   "sensitivity": f"{_printed(tp, 40):.2f}", "specificity": f"{_printed(tn, 60):.2f}"}
+        group = "Full" if method == "full" else "Distilled"
+        rows += [(1, "toy", "cnn", method, 5 if method == "kmeans" else "", epochs, metric, value,
+                  f"Table 1, row {epochs}, column {group}/{metric.capitalize()}") for metric, value in printed.items()]
+    _csv(folder / CSV_PATH.name, list(pd.read_csv(CSV_PATH, nrows=0).columns), rows)
+    _csv(folder / "test_sets.csv", ["dataset", "class", "images", "source"],
+         [("toy", name, n, "Section 2") for name, n in classes.items()])
+    _csv(folder / "paper_text.csv", ["quote", "where", "kind", "cells", "value"],
+         [("the distilled images reach 84.00%", "Abstract", "value", "table=1 method=kmeans epochs=30 metric=accuracy",
+           "84.00")])
+    _csv(folder / "ceilings.csv", ["dataset", "model", "value", "what", "source"], [])
+    return folder
+
+
+@pytest.mark.parametrize("classes", [{"": 100}, {"positive": 40, "negative": 60}], ids=["total", "split"])
+def test_made_up_papers_need_only_data_files(tmp_path: Path, classes: dict[str, int]) -> None:
+    consistent = audit.frame(audit.audit(_toy(tmp_path / "consistent", classes, {})))
+    assert (consistent["check"] == consistent["rule"].map(audit.CHECK)).all()
+    assert set(consistent["check"]) == set(audit.CHECK.values()) - {"mlscorecheck.multiclass", "raydistill.ceiling"}
+    binary = consistent[consistent["rule"] == audit.BINARY]
+    assert len(binary) == 6 and (binary["verdict"] == "ok").all()
+    assert not audit.flagged(consistent).any()  # every rule passes a consistent paper
+    assert consistent.loc[consistent["rule"] == audit.TEXT, "printed"].tolist() == ["text 84.00, table 84.00"]
+
+    # 80.50 lies between sensitivity 77.50 and specificity 81.67, but no k/100 prints as it
+    inconsistent = audit.frame(audit.audit(_toy(tmp_path / "inconsistent", classes, {("kmeans", 20): "80.50"})))
+    bad = inconsistent[audit.flagged(inconsistent)]
+    hit = bad[bad["rule"] == audit.BINARY]
+    assert hit[["check", "row", "column", "verdict"]].values.tolist() == [
+        ["mlscorecheck.binary", "20", "Distilled/Accuracy", "inconsistent"]]
+    sizes = "any split of the 100 test images" if "" in classes else "n_pos = 40, n_neg = 60"
+    assert sizes in hit["explanation"].iloc[0]
+    assert set(bad["check"]) == {"mlscorecheck.binary", "raydistill.class-sizes"}  # the interval rule misses it
+    md, csv_path = audit.write_audit(tmp_path / "out", tmp_path / "inconsistent")
+    assert "## binary rates from one confusion matrix (`mlscorecheck.binary`)" in md.read_text(encoding="utf-8")
+    assert pd.read_csv(csv_path)["check"].notna().all()
 
 
 def test_write_audit_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     md, csv = audit.write_audit(tmp_path / "out")
     table = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    assert list(table.columns) == ["rule", "table", "row", "column", "printed", "verdict", "explanation"]
+    assert list(table.columns) == ["rule", "check", "table", "row", "column", "printed", "verdict", "explanation"]
     report = md.read_text(encoding="utf-8")
-    assert all(f"## {rule}" in report for rule in audit.RULES)
+    assert all(f"## {rule} (`{audit.CHECK[rule]}`)" in report for rule in audit.RULES)
     assert report.count("| Table ") == len(table)  # every finding appears once in the markdown
     assert audit.summary_markdown().startswith("**Audit of the printed numbers**")
 

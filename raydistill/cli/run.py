@@ -32,6 +32,8 @@ def add_trial_arguments(p: argparse.ArgumentParser) -> None:
     a("--student-epochs", type=int, default=DEFAULTS.student_epochs, help="epochs of the classifier on the distilled set")
     a("--protocol", default=DEFAULTS.protocol, help=f"how the distilled set is scored: {choices(PROTOCOLS)}")
     a("--eval-runs", type=int, default=DEFAULTS.eval_runs, help="fresh initialisations per distilled set (dc protocol)")
+    a("--eval-sets", type=int, default=DEFAULTS.eval_sets, help="independent distilled sets, each evaluated with "
+      "--eval-runs models (dc protocol; the reference uses 5 x 20)")
     a("--dm-iterations", type=int, default=DEFAULTS.dm_iterations, help="DM's SGD steps per class (reference: 20000)")
     a("--backend", default=DEFAULTS.backend, help=f"K-means ({', '.join(BACKENDS)}): auto (cuML on a GPU when installed, "
       "else scikit-learn), sklearn, cuml")

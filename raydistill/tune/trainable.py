@@ -20,6 +20,7 @@ from raydistill.tune.grid import TeacherJob
 from raydistill.tune.teachers import train_and_log
 
 SCALARS = ("accuracy", "sensitivity", "specificity", "auc", "teacher_accuracy", "accuracy_std")
+MODEL_ACCURACY = "accuracy_model"  # history: one step per evaluation model (protocols with several)
 FAULT_ENV = "RAYDISTILL_INJECT_FAULT"
 REPORT_SECONDS_ENV = "RAYDISTILL_REPORT_SECONDS"  # the least time between two per-epoch Tune reports
 
@@ -135,6 +136,8 @@ def _log(mlf, result: TrialResult, positive: int) -> None:
     metrics = {k: float(result.metrics[k]) for k in SCALARS if k in result.metrics}
     metrics |= {f"time_{phase}_s": seconds for phase, seconds in result.timings.items()}
     mlf.log_metrics(metrics)
+    for model, accuracy in enumerate(result.metrics.get("accuracy_runs", [])):  # every evaluation model's
+        mlf.log_metric(MODEL_ACCURACY, float(accuracy), step=model)
     mlf.set_tags({"device": result.device, "kmeans_backend": result.kmeans_backend or "none"})  # none: no K-means
     with tempfile.TemporaryDirectory() as tmp:
         artifacts.write_all(result, Path(tmp), positive)
