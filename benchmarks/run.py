@@ -21,7 +21,7 @@ from raydistill.config import ConfigError  # noqa: E402
 from raydistill.data import Dataset, load  # noqa: E402
 
 # each section is the module benchmarks/<name>.py, imported only when it runs
-SECTIONS = ("gradients", "training", "kmeans", "grid", "memory", "gpu", "speed")
+SECTIONS = ("gradients", "training", "kmeans", "grid", "memory", "gpu", "speed", "cost")
 
 
 def load_average() -> str:

@@ -19,7 +19,7 @@ from raydistill.config import TrialConfig
 from raydistill.data import Dataset, DeviceData
 from raydistill.distill import modifiers
 from raydistill.distill.cluster import resolve_backend
-from raydistill.protocols import Progress, StudentCheckpoint, StudentData, combine, speed_options
+from raydistill.protocols import Progress, StudentCheckpoint, StudentData, combine, fingerprint, speed_options
 from raydistill.registry import METHODS, PROTOCOLS
 from raydistill.teacher import TeacherSnapshot, train_teacher
 from raydistill.train import as_unit
@@ -144,6 +144,8 @@ def run_trial(cfg: TrialConfig, data: Dataset | None = None, teacher: TeacherPro
             del net
 
     positive = positive_index(cfg, data.classes)
+    by_model = PROTOCOLS[cfg.protocol].sets  # protocols that train models one by one continue model by model
+    resume = ModelLog(student_resume, on_student_checkpoint) if by_model else None
     evaluations = []
     for i, set_seed in enumerate(set_seeds(cfg.seed, cfg.eval_sets)):
         set_cfg = cfg.replace(seed=set_seed)  # the set's own draw or K-means init, and its own evaluation inits
@@ -153,11 +155,17 @@ def run_trial(cfg: TrialConfig, data: Dataset | None = None, teacher: TeacherPro
             set_images, set_labels = pool.x_train, pool.y_train
         if i == 0:
             images, labels = set_images, set_labels  # the set that is exported and shown
-        student = StudentData(set_images, set_labels, tensors, positive, snap.state_dict if snap is not None else None,
-                              resume=student_resume, on_checkpoint=on_student_checkpoint, keep_final=keep_final_student)
+        student = StudentData(set_images, set_labels, tensors, positive, snap.state_dict if snap is not None else None)
+        if resume is not None:
+            resume.begin_set(i, cfg.eval_runs, student)
+        else:
+            student.resume, student.on_checkpoint, student.keep_final = (student_resume, on_student_checkpoint,
+                                                                         keep_final_student)
         with timer("student"):  # training and scoring (the scored curves are part of it)
             evaluations.append(PROTOCOLS[cfg.protocol].obj(set_cfg, data, student, progress if i == 0 else None))
     evaluation = combine(evaluations)
+    if resume is not None:
+        evaluation.resumed_epoch, evaluation.earlier_seconds = resume.reused, resume.earlier
     timer.seconds["student"] += evaluation.earlier_seconds
     timings = {k: round(v, 4) for k, v in timer.seconds.items()}
     timings["total"] = round(time.perf_counter() - wall + evaluation.earlier_seconds, 4)
@@ -174,6 +182,36 @@ def run_trial(cfg: TrialConfig, data: Dataset | None = None, teacher: TeacherPro
 
 
 SET_SEED_OFFSET = 2_000_003
+
+
+class ModelLog:
+    """Model-by-model checkpoints for protocols that evaluate a set with several models (dc): a
+    StudentCheckpoint whose `epoch` counts the finished models of the whole trial (every set, in
+    order) and whose scorer state holds their records; an earlier attempt's is continued when it
+    was taken on the same first set (the sets are drawn from the trial's seeds, so the same first
+    set means the same sets)."""
+
+    def __init__(self, resume: StudentCheckpoint | None, keep: Callable[[StudentCheckpoint], None] | None):
+        self.resume, self.keep = resume, keep
+        self.records: list[dict] = []
+        self.reused, self.earlier, self.fingerprint = 0, 0.0, ""
+        self.start = time.perf_counter()
+
+    def begin_set(self, index: int, runs: int, student: StudentData) -> None:
+        if index == 0:
+            self.fingerprint = fingerprint(student.images, student.labels)
+            if self.resume is not None and self.resume.fingerprint == self.fingerprint:
+                self.records = list(self.resume.scorer_state["models"])
+                self.reused, self.earlier = len(self.records), self.resume.seconds
+        student.models_done = self.records[index * runs:(index + 1) * runs]
+        student.on_model = self.add
+
+    def add(self, record: dict) -> None:
+        self.records.append(record)
+        if self.keep is not None:
+            seconds = self.earlier + time.perf_counter() - self.start
+            self.keep(StudentCheckpoint(len(self.records), {}, {}, {"models": list(self.records)}, seconds,
+                                        self.fingerprint))
 
 
 def set_seeds(seed: int, sets: int) -> list[int]:

@@ -94,6 +94,8 @@ class StudentData:
     resume: StudentCheckpoint | None = None  # an earlier attempt's checkpoint, continued when it fits
     on_checkpoint: Callable[[StudentCheckpoint], None] | None = None  # keeps a checkpoint somewhere
     keep_final: bool = False  # also a checkpoint after the last epoch (for cells scored another way)
+    models_done: list[dict] = field(default_factory=list)  # dc: this set's models an earlier attempt finished
+    on_model: Callable[[dict], None] | None = None  # dc: keeps each model's record as soon as it is finished
 
 
 def speed_options(cfg: TrialConfig) -> SpeedOptions:
@@ -250,17 +252,35 @@ def train_convnet(data: Dataset, x: torch.Tensor, y: torch.Tensor, epochs: int, 
 def evaluate_dc(cfg: TrialConfig, data: Dataset, student: StudentData, progress: Progress | None = None) -> Evaluation:
     """Metrics over cfg.eval_runs ConvNet-3s trained on the set, each tested once after its last
     pass (as the reference; no test curves, which would cost a test pass each); the first run's
-    test probabilities and training curves come along (for the figures)."""
+    test probabilities and training curves come along (for the figures). Models in
+    `student.models_done` are taken as they are; each new one goes to `student.on_model` at once."""
     y_test = student.tensors.y_test.cpu().numpy()
-    passes = cfg.student_epochs + 1
     runs, first = [], None
     for i, seed in enumerate(run_seeds(cfg.seed, cfg.eval_runs)):
-        scorer = Scorer(cfg, student, passes, "student", progress, at={passes}) if i == 0 else None
-        model = train_convnet(data, student.images, student.labels, cfg.student_epochs, seed, on_epoch=scorer)
-        proba = scorer.last_test if scorer is not None else predict_proba(model, student.tensors.x_test).numpy()
-        runs.append(classification_metrics(y_test, proba, student.positive))
-        first = first or (proba, scorer.curves)
-    return Evaluation(summarise(runs), first[0], y_test, first[1], runs=runs)
+        if i < len(student.models_done):
+            record = student.models_done[i]
+        else:
+            record = dc_model(cfg, data, student, seed, progress if i == 0 else None, keep_outputs=i == 0)
+            if student.on_model is not None:
+                student.on_model(record)
+        runs.append(record["metrics"])
+        first = first or (record["proba"].numpy(), record["curves"])
+    return Evaluation(summarise(runs), first[0], y_test, first[1], runs=runs,
+                      resumed_epoch=min(len(student.models_done), cfg.eval_runs))
+
+
+def dc_model(cfg: TrialConfig, data: Dataset, student: StudentData, seed: int, progress: Progress | None,
+             keep_outputs: bool) -> dict:
+    """One evaluation model: its metrics, and with `keep_outputs` its test probabilities and
+    training curves (tensors and plain types: a checkpoint loads it with torch.load's safe mode)."""
+    passes = cfg.student_epochs + 1
+    scorer = Scorer(cfg, student, passes, "student", progress, at={passes}) if keep_outputs else None
+    model = train_convnet(data, student.images, student.labels, cfg.student_epochs, seed, on_epoch=scorer)
+    proba = scorer.last_test if scorer is not None else predict_proba(model, student.tensors.x_test).numpy()
+    record = {"metrics": classification_metrics(student.tensors.y_test.cpu().numpy(), proba, student.positive)}
+    if keep_outputs:
+        record |= {"proba": torch.from_numpy(proba), "curves": scorer.curves}
+    return record
 
 
 def combine(evaluations: list[Evaluation]) -> Evaluation:

@@ -292,3 +292,31 @@ def test_full_training_set_with_the_dc_protocol(mnist_root):
                       data_root=str(mnist_root), device="cpu")
     result = run_trial(cfg)
     assert result.n_train == 120 and len(result.metrics["accuracy_runs"]) == 2
+
+
+def test_an_interrupted_dc_trial_continues_model_by_model_with_the_uninterrupted_result(mnist_root, monkeypatch):
+    cfg = TrialConfig(dataset="mnist", method="random", modifier="none", protocol="dc", ipc=2, student_epochs=1,
+                      eval_runs=2, eval_sets=2, data_root=str(mnist_root), device="cpu")
+    whole = run_trial(cfg)
+    kept = []
+
+    def keep(checkpoint):
+        kept.append(checkpoint)
+        if checkpoint.epoch == 3:
+            raise KeyboardInterrupt  # stopped after the third of four models
+
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg, on_student_checkpoint=keep)
+    assert [c.epoch for c in kept] == [1, 2, 3] and kept[-1].seconds > 0
+    trained = []
+    real = protocols.train_convnet
+    monkeypatch.setattr(protocols, "train_convnet", lambda *a, **k: trained.append(1) or real(*a, **k))
+    resumed = run_trial(cfg, student_resume=kept[-1], on_student_checkpoint=kept.append)
+    assert len(trained) == 1 and kept[-1].epoch == 4  # only the last model trained, and kept
+    assert resumed.metrics["accuracy_runs"] == whole.metrics["accuracy_runs"]
+    assert resumed.metrics["accuracy"] == whole.metrics["accuracy"] and resumed.resumed_epoch == 3
+    np.testing.assert_array_equal(resumed.proba, whole.proba)
+    other = kept[0].__class__(**{**vars(kept[2]), "fingerprint": "another set"})
+    trained.clear()
+    run_trial(cfg, student_resume=other)  # a checkpoint of other sets is not continued
+    assert len(trained) == 4
