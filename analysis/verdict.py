@@ -1,17 +1,17 @@
-"""Forensics verdict: which reading of the paper's protocol, if any, reproduces its Fashion-MNIST numbers.
+"""Forensics verdict: which reading of the paper's protocol, if any, reproduces its MNIST and Fashion-MNIST numbers.
 
     python analysis/verdict.py --experiment NAME --out DIR [--tracking-uri URI]
 
 Every row but the honest protocol's is a hypothesis about how the paper may have been evaluated,
 not a result. The rules below were fixed before any forensics run and are not tuned afterwards.
 
-- Cells: FINISHED runs on ``fashion-mnist`` under protocol ``paper`` that belong to Tables 1-3:
-  the paper's method (``kmeans`` + ``grad-l1``, ipc 10 or 50, any model) and full-data runs
-  (``method = full``). A cell is (model, method, ipc, student epochs); its value is the mean
-  test accuracy of its runs (seeds), in percent.
+- Cells: FINISHED runs on ``mnist`` or ``fashion-mnist`` under protocol ``paper`` that belong to
+  Tables 1-3: the paper's method (``kmeans`` + ``grad-l1``, ipc 10 or 50, any model) and
+  full-data runs (``method = full``). A cell is (dataset, model, method, ipc, student epochs); its
+  value is the mean test accuracy of its runs (seeds), in percent.
 - MAE: the mean absolute difference, in percentage points, between a cell's value and the paper's
   printed value, over the cells the paper prints (Tables 1-3; Table 1's 200-epoch Baseline cell
-  is Table 3's too and counts once).
+  is Table 3's too and counts once), over both datasets and for each.
 - (a) rising with epochs: every distilled series (model, ipc) with at least two epoch points
   never falls by more than 0.5 pp between consecutive points and ends above where it starts.
 - (b) distilled close to full data: at every epoch count above 20 where both Table 3 cells
@@ -21,7 +21,8 @@ not a result. The rules below were fixed before any forensics run and are not tu
 - Table 3's full-data side under a hypothesis that sets a knob a full-data student cannot take
   (``student_init``: it has no teacher to start from) is the same hypothesis without that knob:
   ``score_on=train+student_init=teacher`` pairs with ``score_on=train``'s full-data cells.
-- Each shape is yes / no, or n/a when no cell pair or series allows the check.
+- Each shape is checked on every dataset's series and pairs: yes when it holds on all of them,
+  no when it fails on one, n/a when no cell pair or series allows the check.
 - A hypothesis reproduces the paper when its MAE is at most 2 pp and all three shapes are yes.
 """
 
@@ -43,16 +44,15 @@ from analysis.paper import PaperNumbers, load_paper
 from analysis.runs import HONEST, load_cells, select
 from raydistill.config import TEACHER_ONLY_KNOBS
 
-DATASET = "fashion-mnist"
+DATASETS = ("mnist", "fashion-mnist")  # the paper's datasets that can be measured here
 RISE_TOL_PP = 0.5
 CLOSE_PP = 2.0
 LOW_PP = 15.0
 EARLY_EPOCHS = (10, 20)
 REPRODUCE_MAE_PP = 2.0
 HONEST_LABEL = "honest protocol (not a hypothesis)"
-TITLE = (
-    "Forensics (hypotheses, not results): which reading of the protocol reproduces the paper's Fashion-MNIST numbers"
-)
+TITLE = ("Forensics (hypotheses, not results): which reading of the protocol reproduces the paper's MNIST and "
+         "Fashion-MNIST numbers")
 SHAPES = {  # column title, short name for the paragraph
     "rising": (f"(a) rising with epochs (no drop > {RISE_TOL_PP:g} pp)", "rising"),
     "close": (f"(b) distilled >= full - {CLOSE_PP:g} pp (Table 3, > 20 epochs)", "close to full data"),
@@ -69,8 +69,9 @@ def load_verdict_runs(experiment: str, tracking_uri: str | None = None) -> pd.Da
 
 
 def table_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs that measure a Fashion-MNIST cell of Tables 1-3 (see the rules above)."""
-    mine = select(runs, dataset_label=DATASET, protocol="paper").dropna(subset=["accuracy", "student_epochs"])
+    """The runs that measure an MNIST or Fashion-MNIST cell of Tables 1-3 (see the rules above)."""
+    mine = select(runs, protocol="paper").dropna(subset=["accuracy", "student_epochs"])
+    mine = mine[mine["dataset_label"].isin(DATASETS)]
     distilled = select(mine, method="kmeans", modifier="grad-l1")
     return pd.concat([distilled[distilled["ipc"].isin([10, 50])], select(mine, method="full")])
 
@@ -78,16 +79,17 @@ def table_runs(runs: pd.DataFrame) -> pd.DataFrame:
 def table_cells(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per hypothesis and cell: mean accuracy in percent (``value``) and number of ``runs``."""
     kept = table_runs(runs).assign(pct=lambda f: 100 * f["accuracy"])
-    keys = ["hypothesis", "model", "method", "ipc", "student_epochs"]
+    keys = ["hypothesis", "dataset_label", "model", "method", "ipc", "student_epochs"]
     cells = kept.groupby(keys, dropna=False).agg(value=("pct", "mean"), runs=("pct", "size")).reset_index()
-    return cells.rename(columns={"student_epochs": "epochs"})
+    return cells.rename(columns={"student_epochs": "epochs", "dataset_label": "dataset"})
 
 
 def rising(cells: pd.DataFrame) -> bool | None:
     """Shape (a) on one hypothesis's cells; ``None`` when no series has two epoch points."""
     verdicts = [
         all(b >= a - RISE_TOL_PP for a, b in pairwise(values)) and values[-1] > values[0]
-        for _, series in cells[cells["method"] == "kmeans"].groupby(["model", "ipc"])
+        for _, series in cells[cells["method"] == "kmeans"].assign(dataset=_datasets(cells))
+        .groupby(["dataset", "model", "ipc"])
         if len(values := list(series.sort_values("epochs")["value"])) >= 2
     ]
     return all(verdicts) if verdicts else None
@@ -95,11 +97,17 @@ def rising(cells: pd.DataFrame) -> bool | None:
 
 def table3_pairs(cells: pd.DataFrame) -> pd.DataFrame:
     """Baseline distilled (ipc 10) beside full data at the same epochs: columns epochs, distilled, full."""
+    cells = cells.assign(dataset=_datasets(cells))
     baseline = cells[cells["model"] == "baseline"]
     distilled = baseline[(baseline["method"] == "kmeans") & (baseline["ipc"] == 10)]
     full = baseline[baseline["method"] == "full"]
-    columns = ["epochs", "value"]
-    return distilled[columns].merge(full[columns], on="epochs", suffixes=("_distilled", "_full"))
+    columns = ["dataset", "epochs", "value"]
+    return distilled[columns].merge(full[columns], on=["dataset", "epochs"], suffixes=("_distilled", "_full"))
+
+
+def _datasets(cells: pd.DataFrame) -> pd.Series:
+    """The cells' dataset (hand-made cells without one are one dataset)."""
+    return cells["dataset"] if "dataset" in cells else pd.Series("", index=cells.index)
 
 
 def close_to_full(cells: pd.DataFrame) -> bool | None:
@@ -126,16 +134,18 @@ def verdict_table(runs: pd.DataFrame, paper: PaperNumbers | None = None) -> pd.D
     """One row per hypothesis (the honest protocol first): counts, MAE, the three shapes, reproduces."""
     paper = load_paper() if paper is None else paper
     kept, cells = table_runs(runs), table_cells(runs)
-    cells["paper"] = [paper.table_accuracy(DATASET, r.model, r.method, r.ipc, int(r.epochs))
+    cells["paper"] = [paper.table_accuracy(r.dataset, r.model, r.method, r.ipc, int(r.epochs))
                       for r in cells.itertuples()]
+    measured = [d for d in DATASETS if (cells["dataset"] == d).any()]
     rows = []
     for hypothesis in [HONEST, *sorted(set(cells["hypothesis"]) - {HONEST})]:
         mine = cells[cells["hypothesis"] == hypothesis]
         printed = mine.dropna(subset=["paper"])
-        mae = float((printed["value"] - printed["paper"]).abs().mean()) if len(printed) else None
+        mae = _mae(printed)
         full = cells[(cells["hypothesis"] == full_data_hypothesis(hypothesis)) & (cells["method"] == "full")]
         table3 = pd.concat([mine[mine["method"] != "full"], full])
         shapes = {"rising": rising(mine), "close": close_to_full(table3), "low": low_early(table3)}
+        by_dataset = {f"MAE {d} (pp)": _mae(printed[printed["dataset"] == d]) for d in measured}
         rows.append(
             {
                 "hypothesis": HONEST_LABEL if hypothesis == HONEST else hypothesis,
@@ -144,11 +154,16 @@ def verdict_table(runs: pd.DataFrame, paper: PaperNumbers | None = None) -> pd.D
                 "cells": len(mine),
                 "cells with a paper value": len(printed),
                 "MAE vs paper (pp)": mae,
+                **(by_dataset if len(measured) > 1 else {}),
                 **{SHAPES[k][0]: v for k, v in shapes.items()},
                 "reproduces": mae is not None and mae <= REPRODUCE_MAE_PP and all(v is True for v in shapes.values()),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _mae(cells: pd.DataFrame) -> float | None:
+    return float((cells["value"] - cells["paper"]).abs().mean()) if len(cells) else None
 
 
 def _text(value: object) -> str:
@@ -162,8 +177,10 @@ def _text(value: object) -> str:
 def plain_words(table: pd.DataFrame, runs: pd.DataFrame, paper: PaperNumbers | None = None) -> str:
     """The paragraph under the table, generated from its numbers and the runs' budget."""
     paper = load_paper() if paper is None else paper
-    printed = paper.frame[(paper.frame["dataset"] == DATASET) & paper.frame["table"].isin([1, 2, 3])]
-    n_paper = len(printed.drop_duplicates(["model", "method", "ipc", "epochs"]))
+    covered = set(table_runs(runs)["dataset_label"]) or set(DATASETS)
+    printed = paper.frame[paper.frame["dataset"].isin(covered) & paper.frame["table"].isin([1, 2, 3])]
+    n_paper = len(printed.drop_duplicates(["dataset", "model", "method", "ipc", "epochs"]))
+    names = " and ".join(d for d in DATASETS if d in covered)
     mae = "MAE vs paper (pp)"
     honest = table[table["hypothesis"] == HONEST_LABEL].iloc[0]
     hypotheses = table[(table["hypothesis"] != HONEST_LABEL) & table[mae].notna()].sort_values(mae)
@@ -175,7 +192,7 @@ def plain_words(table: pd.DataFrame, runs: pd.DataFrame, paper: PaperNumbers | N
         shapes = ", ".join(f"{short} {_text(best[title])}" for title, short in SHAPES.values())
         words.append(
             f"Closest to the paper's printed values: `{best['hypothesis']}`, {best[mae]:.2f} pp mean absolute "
-            f"difference over {best['cells with a paper value']} of the paper's {n_paper} Fashion-MNIST cells "
+            f"difference over {best['cells with a paper value']} of the paper's {n_paper} {names} cells "
             f"({best['runs']} runs, {best['seeds']} seed(s)); shapes: {shapes}."
         )
         reproducing = hypotheses[hypotheses["reproduces"]]

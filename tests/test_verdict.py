@@ -48,7 +48,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     _run(client, eid, 0.10, 200, status="FAILED", **fit)  # not counted
     # a knob without the forensics tag is still forensics; its label comes from the knob
     _run(client, eid, 0.10, 400, model="lenet", ipc="50", pixel_scale="byte")
-    _run(client, eid, 0.99, 200, leak_test="True", dataset="mnist", dataset_label="mnist")  # not Fashion-MNIST
+    _run(client, eid, 0.99, 200, leak_test="True", dataset="mnist", dataset_label="mnist")  # MNIST, Table 1
+    _run(client, eid, 0.99, 200, leak_test="True", dataset="cifar10", dataset_label="cifar10")  # not measured here
     return uri
 
 
@@ -60,17 +61,17 @@ def test_honest_tables_never_see_forensics_runs(store: str) -> None:
     assert set(honest["pixel_scale"]) == {"unit"} and set(honest["epoch_pick"]) == {"last"}
     assert honest["leak_test"].dtype == bool and not honest["leak_test"].any()
     forensics = load_cells(EXPERIMENT, store, forensics=True)
-    assert len(forensics) == 9 and forensics["forensics"].all()
-    assert forensics["hypothesis"].value_counts().to_dict() == {FIT: 7, "pixel_scale=byte": 1, "leak_test=true": 1}
+    assert len(forensics) == 10 and forensics["forensics"].all()
+    assert forensics["hypothesis"].value_counts().to_dict() == {FIT: 7, "pixel_scale=byte": 1, "leak_test=true": 2}
     assert set(forensics["run_id"]).isdisjoint(honest["run_id"])
     assert set(forensics.loc[forensics["hypothesis"] == "leak_test=true", "leak_test"]) == {True}
 
 
 def test_verdict_counts_mae_and_shapes(store: str) -> None:
     runs = load_verdict_runs(EXPERIMENT, store)
-    assert len(runs) == 13
+    assert len(runs) == 14
     table = verdict_table(runs).set_index("hypothesis")
-    assert list(table.index) == [HONEST_LABEL, "pixel_scale=byte", FIT]  # honest first; mnist run left out
+    assert list(table.index) == [HONEST_LABEL, "leak_test=true", "pixel_scale=byte", FIT]  # honest first; no cifar10
     rising, close, low = (title for title, _ in SHAPES.values())
 
     honest = table.loc[HONEST_LABEL]
@@ -84,6 +85,11 @@ def test_verdict_counts_mae_and_shapes(store: str) -> None:
     # distilled 50/70/97/98 vs 53.70/70.55/96.80/97.58; full 89/88/98.5 vs 88.89/87.57/98.49
     assert fit["MAE vs paper (pp)"] == pytest.approx((3.70 + 0.55 + 0.20 + 0.42 + 0.11 + 0.43 + 0.01) / 7)
     assert (fit[rising], fit[close], fit[low], fit["reproduces"]) == (True, True, True, True)
+
+    leak = table.loc["leak_test=true"]  # one MNIST cell: Table 1, 10/MNIST/Baseline, 200 epochs = 97.51
+    assert leak["cells"] == 1 and leak["MAE vs paper (pp)"] == pytest.approx(99.0 - 97.51)
+    assert leak["MAE mnist (pp)"] == pytest.approx(99.0 - 97.51) and pd.isna(leak["MAE fashion-mnist (pp)"])
+    assert pd.isna(fit["MAE mnist (pp)"]) and fit["MAE fashion-mnist (pp)"] == pytest.approx(fit["MAE vs paper (pp)"])
 
     byte = table.loc["pixel_scale=byte"]
     assert byte["MAE vs paper (pp)"] == pytest.approx(98.79 - 10.0)  # Table 2, FASHION/LeNet, 400
@@ -177,7 +183,7 @@ def test_run_lists_keep_honest_runs_and_hypotheses_apart_with_the_paper_value(st
     assert (full["training images"], full["paper (%)"], full["diff (pp)"]) == ("2,000", "98.49", "-8.49")
     assert by_set.loc[("kmeans + grad-l1, ipc 10", "300", "0"), "diff (pp)"] == "-23.58"  # Table 1: 97.58
     hypotheses = pd.read_csv(out / "forensics_runs.csv", dtype=str, keep_default_na=False)
-    assert len(hypotheses) == 9 and hypotheses["hypothesis"].value_counts()[FIT] == 7
+    assert len(hypotheses) == 10 and hypotheses["hypothesis"].value_counts()[FIT] == 7
     mnist = hypotheses[hypotheses["dataset"] == "mnist"].iloc[0]  # MNIST, Table 1 baseline at 200: 97.51
     assert (mnist["hypothesis"], mnist["paper (%)"], mnist["diff (pp)"]) == ("leak_test=true", "97.51", "+1.49")
     title = (out / "forensics_runs.md").read_text(encoding="utf-8").splitlines()[0]
