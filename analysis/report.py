@@ -37,8 +37,13 @@ figcaption { color: #555; font-size: 12px; }
 def inline(text: str) -> str:
     """One line of the tables' markdown as HTML: escaped, with `code` spans and **bold** kept."""
     parts = html.escape(text).split("`")
-    return "".join(f"<code>{part}</code>" if i % 2 else re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", part)
+    return "".join(f"<code>{part}</code>" if i % 2 else _links(re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", part))
                    for i, part in enumerate(parts))
+
+
+def _links(text: str) -> str:
+    """Markdown links [text](target) as anchors (the target already escaped)."""
+    return re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', text)
 
 
 def notes_html(text: str) -> str:
@@ -92,6 +97,20 @@ def render(title: str, provenance: Sequence[str], tables: Sequence[Table], figur
         "<h2>Figures</h2>",
         *(figure_html(path) for path in figures),
     ]
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+            f"<style>{STYLE}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
+
+
+def render_sections(title: str, sections: Sequence[tuple[str, str, Sequence[Table], Sequence[Path]]]) -> str:
+    """A page of numbered sections, each a heading, markdown notes, tables and figures."""
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for number, (heading, text, tables, figures) in enumerate(sections, 1):
+        body.append(f"<h2>{number}. {html.escape(heading)}</h2>")
+        body += [notes_html(text)] if text else []
+        for table in tables:
+            frame = table.frame.to_html(border=0, escape=True, sparsify=True)
+            body.append(f"<h3>{html.escape(table.title)}</h3>\n{notes_html(table.notes)}\n<div class=\"scroll\">{frame}</div>")
+        body += [figure_html(path) for path in figures]
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
             f"<style>{STYLE}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
 

@@ -36,9 +36,10 @@ def _set(run: pd.Series) -> str:
         "" if run["protocol"] == "paper" else f" ({run['protocol']} protocol)")
 
 
-def run_list(runs: pd.DataFrame, paper: PaperNumbers, hypotheses: bool = False) -> pd.DataFrame:
+def run_list(runs: pd.DataFrame, paper: PaperNumbers, hypotheses: bool = False, keys: bool = False) -> pd.DataFrame:
     """One row per run (a frame of strings). With ``hypotheses`` the first column names each run's
-    hypothesis; the caller keeps honest and forensics runs in separate lists."""
+    hypothesis; the caller keeps honest and forensics runs in separate lists. With ``keys`` each
+    row ends with the run's cell key and git commit (provenance)."""
     rows = []
     for _, run in runs.sort_values(["hypothesis", *SORT] if hypotheses else SORT, kind="stable").iterrows():
         value = paper_accuracy(paper, run)
@@ -50,5 +51,7 @@ def run_list(runs: pd.DataFrame, paper: PaperNumbers, hypotheses: bool = False) 
                DASH if pd.isna(run["time_total_s"]) else f"{float(run['time_total_s']):.0f}",
                DASH if value is None else f"{value:.2f}",
                DASH if value is None or accuracy is None else f"{accuracy - value:+.2f}"]
-        rows.append(([run["hypothesis"]] if hypotheses else []) + row)
-    return pd.DataFrame(rows, columns=(["hypothesis"] if hypotheses else []) + list(COLUMNS), dtype=str)
+        provenance = [str(run["tags.raydistill.cell_key"]), str(run["tags.git_commit"])[:10]] if keys else []
+        rows.append(([run["hypothesis"]] if hypotheses else []) + row + provenance)
+    columns = (["hypothesis"] if hypotheses else []) + list(COLUMNS) + (["cell key", "commit"] if keys else [])
+    return pd.DataFrame(rows, columns=columns, dtype=str)

@@ -19,7 +19,8 @@ TEXT_PARAMS = ("dataset", "dataset_label", "model", "method", "modifier", "proto
 INT_PARAMS = ("ipc", "teacher_epochs", "student_epochs", "seed", "train_limit", "eval_sets", "eval_runs")
 METRICS = ("accuracy", "sensitivity", "specificity", "auc", "teacher_accuracy", "accuracy_std", "time_total_s")
 FORENSICS_TAG, HYPOTHESIS_TAG = "tags.raydistill.forensics", "tags.raydistill.hypothesis"
-TAGS = ("tags.device", "tags.kmeans_backend", "tags.git_commit", "tags.raydistill.cell", FORENSICS_TAG, HYPOTHESIS_TAG)
+TAGS = ("tags.device", "tags.kmeans_backend", "tags.git_commit", "tags.raydistill.cell", "tags.raydistill.cell_key",
+        FORENSICS_TAG, HYPOTHESIS_TAG)
 KNOBS = {knob: values[0] for knob, values in FORENSICS.items()}  # the honest defaults
 HONEST = "honest"
 

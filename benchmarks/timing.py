@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
-import torch
+from raydistill.device import machine  # noqa: F401  (re-exported: every benchmark prints it first)
 
 T = TypeVar("T")
 
@@ -43,22 +41,3 @@ def emit(name: str, value: object) -> None:
     print(f"{name}: {text}", flush=True)
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    except OSError:
-        names = []
-    return names[0] if names else platform.processor() or "unknown"
-
-
-def machine() -> dict[str, str]:
-    """The facts a figure needs beside it (no host name, no paths)."""
-    return {
-        "cpu": cpu_model(),
-        "cores": str(os.cpu_count()),
-        "torch_threads": str(torch.get_num_threads()),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
-    }

@@ -157,6 +157,14 @@ def sweep_run(uri: str, experiment_id: str, sweep: str, params: dict) -> str:
     return run_id
 
 
+MACHINE = "raydistill.machine"  # sweep run tag: the driver's machine at the sweep's latest start
+
+
+def tag_machine(uri: str, run_id: str, facts: dict[str, str]) -> None:
+    """Say which machine (re)started the sweep: CPU model, cores, torch, Python, GPU (no host name)."""
+    MlflowClient(uri).set_tag(run_id, MACHINE, ", ".join(f"{k} {v}" for k, v in facts.items()))
+
+
 def end_run(uri: str, run_id: str, status: str) -> None:
     MlflowClient(uri).set_terminated(run_id, status)
 

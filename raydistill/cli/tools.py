@@ -1,4 +1,4 @@
-"""`raydistill tables | audit | ui | server`: what a researcher does around the sweeps."""
+"""`raydistill tables | report | audit | ui | server`: what a researcher does around the sweeps."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ from raydistill.errors import ConfigError
 def add_parsers(sub) -> None:
     p = sub.add_parser("tables", help="write the comparison tables, plots and HTML report of a sweep", add_help=False)
     p.set_defaults(handler=handle_tables, forward=True)  # every argument goes to analysis/tables.py
+
+    p = sub.add_parser("report", help="write the replication report (claims vs ours with intervals, controls, audit, "
+                       "forensics, provenance) as REPORT.md and report.html", add_help=False)
+    p.set_defaults(handler=handle_report, forward=True)  # every argument goes to analysis/replication.py
 
     p = sub.add_parser("audit", help="audit the paper's printed numbers for internal consistency (no training)",
                        description="Check every number the paper prints against its own other numbers, rounding, "
@@ -42,6 +46,13 @@ def handle_tables(args: argparse.Namespace) -> int:
     from analysis import tables
 
     return tables.main(args.forwarded, prog="raydistill tables")
+
+
+def handle_report(args: argparse.Namespace) -> int:
+    """analysis/replication.py's own command line (its --help says every option)."""
+    from analysis import replication
+
+    return replication.main(args.forwarded, prog="raydistill report")
 
 
 def handle_audit(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from ray.tune.stopper import Stopper
 from raydistill import tracking
 from raydistill.config import ConfigError, TrialConfig
 from raydistill.data import Dataset
+from raydistill.device import machine
 from raydistill.locks import FileLock
 from raydistill.tune.grid import (Cell, Grid, TeacherJob, describe, display_names, expand, load_and_check, resources,
                                   teacher_jobs)
@@ -201,6 +202,7 @@ def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None,
         todo = [c for c in cells if c.key not in finished]
         outcome.sweep_run_id = tracking.sweep_run(uri, experiment_id, name, {
             "cells": len(cells), "seeds": list(options.seeds), "grid": json.dumps([c.name for c in cells])})
+        tracking.tag_machine(uri, outcome.sweep_run_id, machine())
         try:
             if todo and not stop.set:
                 _tune(name, todo, twins(cells), datasets, uri, experiment_id, outcome.sweep_run_id, results, options,

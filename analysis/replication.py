@@ -1,0 +1,275 @@
+"""The replication report: the paper's claims beside our measurements with their uncertainty, the
+positive controls, the audit, the forensics verdict (hypotheses) and the provenance, as
+``REPORT.md`` and one self-contained ``report.html``, every number read from MLflow.
+
+    raydistill report [--results results] [--tracking-uri URI] [--out results/report] [--readme README.md]
+
+The paper-settings experiment (issues 15, 21) gives the claims' measurements and the forensics
+runs; the controls experiment (issue 23) the positive controls. An experiment that is missing, or
+still running, gives what has finished; the report says what is not measured and why. With
+``--readme`` the README's summary (between its ``summary`` markers) is replaced by the report's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from analysis import audit, claims, controls, plots, report, verdict
+from analysis.paper import load_paper
+from analysis.runs import load_cells
+from analysis.tables import Table, control_tables, flat, markdown, run_list
+from raydistill.tracking import MACHINE
+
+PAPER = ('"Image Distillation with the Machine-Learned Gradient of the Loss Function and the K-Means Method" '
+         "(Mathematics, 2025)")
+EXPERIMENTS = {"paper-settings": "the paper's settings (issues 15, 21)", "controls": "positive controls (issue 23)"}
+COMMANDS = {  # how each experiment is (re)produced; running one again continues it
+    "paper-settings": "python sweeps/forensics.py --paper-settings --data-root DIR --cpus 2",
+    "controls": "python sweeps/controls.py --data-root DIR --cpus 2",
+    "report": "raydistill report --readme README.md",
+}
+SUMMARY_START, SUMMARY_END = "<!-- summary:start -->", "<!-- summary:end -->"
+
+
+@dataclass
+class Section:
+    """A heading, markdown paragraphs, tables and figures, in that order."""
+
+    title: str
+    text: str = ""
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+
+
+def load(uri: str, experiment: str, forensics: bool = False) -> pd.DataFrame:
+    """An experiment's finished cell runs (honest or hypotheses); an empty frame when it does not exist."""
+    if MlflowClient(uri).get_experiment_by_name(experiment) is None:
+        return pd.DataFrame()
+    return load_cells(experiment, uri, forensics=forensics)
+
+
+def shown(frame: pd.DataFrame, index: list[str]) -> pd.DataFrame:
+    return frame.drop(columns=[c for c in frame.columns if c.startswith("_")]).set_index(index)
+
+
+def claims_section(rows: pd.DataFrame, headline: pd.DataFrame) -> list[Section]:
+    legend = " ".join(f"ours = mean ± sample std over seeds (n runs); 95 % interval: "
+                      f"{claims.__doc__.split('95 % interval: ')[1]}".split())
+    tables = [Table(f"claims_table{t}", f"Table {t}", legend,
+                    shown(group.drop(columns="table"), ["dataset", "model", "set", "epochs"]))
+              for t, group in rows.groupby("table")]
+    return [
+        Section("The abstract's headline claims",
+                "Each headline number is a cell of Table 4 (ipc 50, 1000 epochs) or Table 5 (OCID); the nearest cell "
+                "we measured is the same dataset and ipc at the most epochs we ran.",
+                [Table("headline", "Headline claims", "", headline.set_index("claim"))]),
+        Section("Tables 1-5, cell by cell",
+                "Every printed claim of the paper's Tables 1-5 (Table 4: the paper's own method), with ours where "
+                "measured. Training images: LeNet-5 on the full training split; the Baseline on a stratified "
+                "10,000 (seeded) where the paper used all 60,000 (its full-data cells are therefore a lower "
+                "bound of the paper's setting).", tables),
+    ]
+
+
+def controls_section(cells: pd.DataFrame) -> Section:
+    if cells.empty or controls.reference_runs(cells).empty:
+        return Section("Positive controls", "No positive-control run has finished yet "
+                       f"(`{COMMANDS['controls']}`).")
+    return Section("Positive controls",
+                   "The same data loading, selection and evaluation code, under the field's protocol (the DC "
+                   "reference code), against numbers the field has reproduced many times; then the paper's sets on "
+                   "that protocol against random real images.", control_tables(cells))
+
+
+def audit_section() -> Section:
+    findings = audit.frame(audit.audit())
+    by_check = findings.assign(flagged=audit.flagged(findings)).groupby("check").agg(
+        findings=("rule", "size"), flagged=("flagged", "sum")).reset_index()
+    return Section("The audit of the printed numbers", audit.summary_markdown(),
+                   [Table("audit_checks", "Findings by check", "mlscorecheck.*: Kovacs & Fazekas's checks; "
+                          "raydistill.*: the project's own rules. Every finding: `docs/audit.md`.",
+                          by_check.set_index("check"))])
+
+
+def forensics_section(honest: pd.DataFrame, forensic: pd.DataFrame) -> Section:
+    if forensic.empty:
+        return Section("Forensics (hypotheses, not results)", "No forensics run has finished yet.")
+    both = pd.concat([honest, forensic], ignore_index=True)
+    table = verdict.verdict_table(both)
+    return Section(verdict.TITLE, verdict.plain_words(table, both),
+                   [Table("forensics_verdict", "Verdict per hypothesis (every row but the first is a hypothesis)",
+                          "Rules: `analysis/verdict.py` (fixed before any run).",
+                          table.map(verdict._text).set_index("hypothesis"))])
+
+
+def provenance(uri: str, frames: dict[str, pd.DataFrame], names: dict[str, str]) -> Section:
+    """Commands, commits, seeds, hardware and time of each experiment, from its runs and tags."""
+    client, lines = MlflowClient(uri), []
+    for role, cells in frames.items():
+        name = names[role]
+        if cells.empty:
+            lines.append(f"- `{name}` ({EXPERIMENTS[role]}): no finished run yet; `{COMMANDS[role]}`")
+            continue
+        experiment = client.get_experiment_by_name(name)
+        sweep = client.search_runs([experiment.experiment_id], "tags.`raydistill.role` = 'sweep'")
+        machine = sweep[0].data.tags.get(MACHINE, "not logged") if sweep else "not logged"
+        ends = pd.to_datetime([r.info.end_time for r in client.search_runs(
+            [experiment.experiment_id], "tags.`raydistill.role` = 'cell'") if r.info.end_time], unit="ms", utc=True)
+        counts = {column: ", ".join(f"{k} (n={v})" for k, v in cells[column].value_counts().sort_index().items())
+                  for column in ("seed", "tags.git_commit", "tags.device")}
+        lines += [
+            f"- `{name}` ({EXPERIMENTS[role]}): `{COMMANDS[role]}` (the same command continues it)",
+            f"  - {len(cells)} finished honest cell runs, started {cells['start_time'].min():%Y-%m-%d %H:%M} to "
+            f"{cells['start_time'].max():%Y-%m-%d %H:%M} UTC, the last ended {ends.max():%Y-%m-%d %H:%M} UTC; "
+            f"their own time {cells['time_total_s'].sum() / 3600:.1f} h (teachers not counted)",
+            f"  - seeds: {counts['seed']}; git commits: {counts['tags.git_commit']}",
+            f"  - device (tag): {counts['tags.device']}; machine (sweep tag): {machine}",
+        ]
+    lines.append(f"- this report: `{COMMANDS['report']}`, written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC "
+                 f"at commit {head_commit()} from {uri.split(':', 1)[0]} store; every number is read from MLflow "
+                 "(the paper's printed numbers from `analysis/paper_numbers.csv`, the published baselines from "
+                 "`analysis/published.csv`)")
+    return Section("Provenance", "\n".join(lines))
+
+
+def head_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def appendix(frames: dict[str, pd.DataFrame], paper) -> list[Table]:
+    """Every finished run with its cell key (provenance, cell by cell)."""
+    out = []
+    for name, cells in frames.items():
+        if cells.empty:
+            continue
+        runs = run_list.run_list(cells, paper, keys=True)
+        out.append(Table(f"runs_{name}", f"Every finished run of `{name}`", "", runs.set_index(list(runs.columns[:2]))))
+    return out
+
+
+def summary(rows: pd.DataFrame, control: str | None, verdict_words: str, audit_line: str) -> tuple[pd.DataFrame, str]:
+    """The answer in short: every claim we measured over several seeds (a table), then one line
+    each for all the claims, the controls, the audit and the forensics."""
+    seeded = rows[rows["n"] >= 2]
+    table = shown(seeded, ["dataset", "model", "set", "epochs"])[["paper (%)", "ours (%)", "n", "95 % interval",
+                                                                  "verdict"]]
+    measured = rows[rows["_mean"].notna()]
+    inside = int((measured["verdict"] == "inside").sum())
+    lines = [f"- Every printed claim of Tables 1-5: {len(rows)}; measured here: {len(measured)}; the paper's value "
+             f"inside our 95 % interval: {inside} of {len(measured)}."]
+    if control is not None:
+        lines.append(f"- Positive controls: {control}.")
+    lines += [f"- Audit: {audit_line}", f"- Forensics (hypotheses, not results): {verdict_words}"]
+    return table, "\n".join(lines)
+
+
+def summary_markdown(table: pd.DataFrame, lines: str) -> str:
+    """The summary as the README carries it."""
+    head = markdown(flat(table)) if len(table) else "No claim has been measured over several seeds yet."
+    return f"{head}\n\n{lines}\n\nThe full report: [results/report/REPORT.md](results/report/REPORT.md)."
+
+
+def write(uri: str, out: Path, readme: Path | None = None, names: dict[str, str] | None = None) -> list[Path]:
+    """Write the report from the experiments `names` ("paper-settings" and "controls" -> their
+    MLflow experiment names; by default the same)."""
+    names = {**{name: name for name in EXPERIMENTS}, **(names or {})}
+    paper = load_paper()
+    frames = {role: load(uri, names[role]) for role in EXPERIMENTS}
+    honest, forensic = frames["paper-settings"], load(uri, names["paper-settings"], forensics=True)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = claims.claim_rows(honest, paper)
+    headline = claims.headline_rows(rows, pd.read_csv(audit.DATA / audit.PAPER_TEXT, dtype=str, keep_default_na=False))
+    figures = (plots.accuracy_plots(honest, paper, out) + plots.galleries(honest, out, uri)) if not honest.empty else []
+    findings = audit.frame(audit.audit())
+    audit_line = (f"{int(audit.flagged(findings).sum())} of {len(findings)} findings about the paper's printed numbers "
+                  "are flagged (section 4).")
+    control_line = controls.comparison(frames["controls"], controls.load_published())[1] if not (
+        frames["controls"].empty or controls.reference_runs(frames["controls"]).empty) else None
+    words = (verdict.plain_words(verdict.verdict_table(pd.concat([honest, forensic])), pd.concat([honest, forensic]))
+             .split(" The honest")[0] if not forensic.empty else "none finished yet.")
+    seeded, lines = summary(rows, control_line, words, audit_line)
+    sections = [
+        Section("The answer", lines, [
+            Table("seeded", "The claims measured over several seeds", "ours = mean ± sample std over seeds (n); "
+                  "95 % interval: Student's t over the seeds.", seeded),
+            Table("tally", "Claims per table", "", claims.tally(rows).set_index("table"))]),
+        *claims_section(rows, headline),
+        controls_section(frames["controls"]),
+        audit_section(),
+        forensics_section(honest, forensic),
+        Section("Figures", "Ours (mean ± std over seeds) beside the paper's printed values (dashed, 'claimed'); "
+                "galleries of distilled sets.", figures=figures),
+        provenance(uri, frames, names),
+        Section("Appendix: every finished run and its cell key", "", appendix(frames, paper)),
+    ]
+    title = f"Replication report: {PAPER}"
+    md, html = out / "REPORT.md", out / "report.html"
+    md.write_text(render_markdown(title, sections, out), encoding="utf-8")
+    html.write_text(report.render_sections(title, [(s.title, s.text, s.tables, s.figures) for s in sections]),
+                    encoding="utf-8")
+    short = summary_markdown(seeded, lines)
+    (out / "summary.md").write_text(short + "\n", encoding="utf-8")
+    if readme is not None:
+        replace_summary(readme, short)
+    return [md, html, out / "summary.md", *figures]
+
+
+def render_markdown(title: str, sections: list[Section], out: Path) -> str:
+    parts = [f"# {title}\n"]
+    for number, section in enumerate(sections, 1):
+        parts.append(f"## {number}. {section.title}\n")
+        if section.text:
+            parts.append(section.text + "\n")
+        for table in section.tables:
+            parts.append(f"### {table.title}\n\n" + (f"{table.notes}\n\n" if table.notes else "")
+                         + markdown(flat(table.frame)) + "\n")
+        parts += [f"![{p.stem}]({p.relative_to(out).as_posix()})\n" for p in section.figures]
+    return "\n".join(parts)
+
+
+def replace_summary(readme: Path, summary: str) -> None:
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(SUMMARY_START), text.find(SUMMARY_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme} has no {SUMMARY_START} ... {SUMMARY_END} markers")
+    readme.write_text(text[:start + len(SUMMARY_START)] + "\n" + summary + "\n" + text[end:], encoding="utf-8")
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    from analysis.tables import check_store
+    from raydistill.tracking import local_store
+
+    cli = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    cli.add_argument("--results", type=Path, default=Path("results"), help="the sweeps' results folder (its mlflow.db)")
+    cli.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///RESULTS/mlflow.db)")
+    cli.add_argument("--out", type=Path, default=None, help="output folder (default: RESULTS/report)")
+    cli.add_argument("--readme", type=Path, default=None, help="also replace this README's summary")
+    cli.add_argument("--paper-experiment", default="paper-settings", help="the experiment of the paper's settings")
+    cli.add_argument("--controls-experiment", default="controls", help="the experiment of the positive controls")
+    args = cli.parse_args(argv)
+    uri = args.tracking_uri or local_store(args.results)
+    try:
+        check_store(uri)
+        names = {"paper-settings": args.paper_experiment, "controls": args.controls_experiment}
+        paths = write(uri, args.out or args.results / "report", args.readme, names)
+    except (ValueError, OSError) as err:
+        print(f"{cli.prog}: error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
