@@ -109,7 +109,7 @@ def claim_rows(cells: pd.DataFrame, paper: PaperNumbers) -> pd.DataFrame:
             "table": int(claim["table"]), "dataset": claim["dataset"], "model": claim["model"] or model or "–",
             "set": "full training set" if claim["method"] == "full" else f"distilled, ipc {int(claim['ipc'])}",
             "epochs": "NA" if pd.isna(claim["epochs"]) else int(claim["epochs"]), "metric": metric,
-            "paper (%)": float(claim["value"]), "ours (%)": "–" if ours is None else ours.text(),
+            "paper (%)": f"{claim['value']:.{int(claim['decimals'])}f}", "ours (%)": "–" if ours is None else ours.text(),
             "n": 0 if ours is None else ours.n, "training images (ours)": ", ".join(images) or "–",
             "95 % interval": "–" if ours is None else f"{ours.low:.2f} – {ours.high:.2f} ({ours.kind})",
             "verdict": verdict(float(claim["value"]), ours, reason(claim)), "source": claim["source"],
@@ -137,7 +137,7 @@ def headline_rows(claims: pd.DataFrame, text: pd.DataFrame) -> pd.DataFrame:
                         "not measured at its settings: 1000 epochs were not run on the CPU"),
             "nearest measured (ours)": "–" if best is None else
             f"{best['ours (%)']} (n={best['n']}, {best['model']}, {best['epochs']} epochs; paper there: "
-            f"{best['paper (%)']:.2f}, {best['verdict']})",
+            f"{best['paper (%)']}, {best['verdict']})",
         })
     return pd.DataFrame(rows)
 

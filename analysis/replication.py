@@ -202,8 +202,8 @@ def write(uri: str, out: Path, readme: Path | None = None, names: dict[str, str]
     seeded, lines = summary(rows, control_line, words, audit_line)
     sections = [
         Section("The answer", lines, [
-            Table("seeded", "The claims measured over several seeds", "ours = mean ± sample std over seeds (n); "
-                  "95 % interval: Student's t over the seeds.", seeded),
+            *([Table("seeded", "The claims measured over several seeds", "ours = mean ± sample std over seeds (n); "
+                     "95 % interval: Student's t over the seeds.", seeded)] if len(seeded) else []),
             Table("tally", "Claims per table", "", claims.tally(rows).set_index("table"))]),
         *claims_section(rows, headline),
         controls_section(frames["controls"]),

@@ -25,6 +25,7 @@ h2 { margin-top: 2em; font-size: 1.2em; }
 table { border-collapse: collapse; font-size: 12px; margin: 0.5em 0; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; white-space: nowrap; }
 td { text-align: right; }
+td.wrap { white-space: normal; min-width: 16em; max-width: 32em; text-align: left; }
 th { background: #f3f3f3; }
 tbody tr:nth-child(even) { background: #fafafa; }
 code { background: #f3f3f3; padding: 0 3px; }
@@ -108,11 +109,16 @@ def render_sections(title: str, sections: Sequence[tuple[str, str, Sequence[Tabl
         body.append(f"<h2>{number}. {html.escape(heading)}</h2>")
         body += [notes_html(text)] if text else []
         for table in tables:
-            frame = table.frame.to_html(border=0, escape=True, sparsify=True)
+            frame = wrap_long_text(table.frame.to_html(border=0, escape=True, sparsify=True))
             body.append(f"<h3>{html.escape(table.title)}</h3>\n{notes_html(table.notes)}\n<div class=\"scroll\">{frame}</div>")
         body += [figure_html(path) for path in figures]
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
             f"<style>{STYLE}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
+
+
+def wrap_long_text(frame_html: str, longer_than: int = 40) -> str:
+    """Let cells of long text wrap (verdicts, sources), numbers stay on one line."""
+    return re.sub(r"<td>([^<]{%d,})</td>" % longer_than, r'<td class="wrap">\1</td>', frame_html)
 
 
 def write_html(path: Path, title: str, provenance: Sequence[str], tables: Sequence[Table],

@@ -1,0 +1,88 @@
+"""`raydistill report` (analysis/replication.py) on a small hand-made MLflow store."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from analysis import replication
+
+PAPER = {"dataset": "mnist", "dataset_label": "mnist", "protocol": "paper", "method": "kmeans", "modifier": "grad-l1",
+         "model": "lenet", "ipc": "10", "train_limit": "None"}
+DC = {"protocol": "dc", "model": "lenet", "train_limit": "None", "eval_sets": "5", "eval_runs": "2"}
+
+
+def _run(client: MlflowClient, eid: str, metrics: dict, tags: dict | None = None, **params: str) -> None:
+    run = client.create_run(eid, tags={"raydistill.role": "cell", "git_commit": "abc1234", "device": "cpu (1 threads)",
+                                       "raydistill.cell_key": f"key{len(params)}{sorted(params.items())}"[:16],
+                                       **(tags or {})})
+    for key, value in params.items():
+        client.log_param(run.info.run_id, key, value)
+    for key, value in {"time_total_s": 10.0, **metrics}.items():
+        client.log_metric(run.info.run_id, key, value)
+    client.set_terminated(run.info.run_id, "FINISHED")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    tmp = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    paper = client.create_experiment("paper-settings", artifact_location=(tmp / "a").as_uri())
+    sweep = client.create_run(paper, tags={"raydistill.role": "sweep", "raydistill.machine": "cpu AMD EPYC, cores 2"})
+    client.set_terminated(sweep.info.run_id, "FINISHED")
+    for seed, accuracy in ((0, 0.70), (1, 0.72), (2, 0.74)):  # Table 1, MNIST LeNet ipc 10 at 200 epochs: 99.36
+        _run(client, paper, {"accuracy": accuracy}, **PAPER, student_epochs="200", seed=str(seed))
+    _run(client, paper, {"accuracy": 0.975}, **{**PAPER, "model": "baseline", "train_limit": "10000"},
+         student_epochs="200", seed="0")  # Table 1, MNIST Baseline ipc 10 at 200: 97.51, inside its binomial interval
+    _run(client, paper, {"accuracy": 0.99}, {"raydistill.forensics": "true", "raydistill.hypothesis": "score_on=fit"},
+         **PAPER, student_epochs="200", seed="0", score_on="fit")
+    controls = client.create_experiment("controls", artifact_location=(tmp / "c").as_uri())
+    for method, modifier, accuracy, std in (("random", "none", 0.948, 0.009), ("kmeans", "none", 0.96, 0.004)):
+        _run(client, controls, {"accuracy": accuracy, "accuracy_std": std}, **DC, dataset="mnist",
+             dataset_label="mnist", ipc="10", method=method, modifier=modifier, student_epochs="1000", seed="0")
+    return uri
+
+
+def test_the_report_sets_each_claim_beside_ours_with_its_interval_and_verdict(store: str, tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{replication.SUMMARY_START}\nold\n{replication.SUMMARY_END}\n\nafter\n", encoding="utf-8")
+    paths = replication.write(store, tmp_path / "report", readme)
+    md = (tmp_path / "report" / "REPORT.md").read_text(encoding="utf-8")
+    assert paths[0].name == "REPORT.md" and paths[1].name == "report.html"
+    # LeNet: 72.00 ± 2.00 over 3 seeds; t(0.975, 2) = 4.303: 67.03 - 76.97; the paper's 99.36 lies outside
+    assert "| mnist | lenet | distilled, ipc 10 | 200 | 99.36 | 72.00 ± 2.00 | 3 | 67.03 – 76.97 (t over seeds) | outside (ours lower by 27.36 pp) |" in md
+    assert "97.51 | 97.50 | 1 |" in md and "(binomial, n = 1) | inside |" in md
+    assert "not measured: ResNet-34 is GPU-sized" in md and "not measured: no byte-exact copy of CIFAR-10" in md
+    assert "99.93% on mnist" in md and "1000 epochs were not run" in md
+    # controls: random 94.80 ± 0.90 (n = 10) vs 95.1 ± 0.9: reproduced; IOR of plain K-means +1.20
+    assert "the tool reproduces the field's baselines: 1 of 1 measured cells within band (5 not run yet)" in md
+    assert "+1.20 ± " in md
+    assert "Forensics (hypotheses, not results)" in md and "score_on=fit" in md
+    assert "machine (sweep tag): cpu AMD EPYC, cores 2" in md and "abc1234 (n=4)" in md
+    summary = readme.read_text(encoding="utf-8")
+    assert "old" not in summary and summary.endswith("\nafter\n")
+    assert "| mnist | lenet | distilled, ipc 10 | 200 | 99.36 | 72.00 ± 2.00 | 3 |" in summary  # seeded claims only
+    assert "97.51 | 97.50" not in summary
+
+
+def test_the_html_is_one_self_contained_page_without_raw_markdown(store: str, tmp_path: Path) -> None:
+    replication.write(store, tmp_path / "report")
+    page = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+    assert page.count("<table") >= 8 and "<h2>1. The answer</h2>" in page
+    text = re.sub(r"<[^>]+>", "", page)
+    assert "|---|" not in text and "**" not in text and not re.search(r"\]\([^)]+\)", text)  # tables, bold, links
+    assert not re.search(r'(src|href)="(?!data:|#)[^"]*\.(png|css|js)"', page)  # nothing linked from outside
+
+
+def test_a_store_without_the_experiments_says_what_is_missing(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/empty.db"
+    MlflowClient(tracking_uri=uri).search_experiments()  # creates the empty store
+    replication.write(uri, tmp_path / "report")
+    md = (tmp_path / "report" / "REPORT.md").read_text(encoding="utf-8")
+    assert "measured here: 0" in md and "No positive-control run has finished yet" in md
+    assert "`paper-settings` (the paper's settings (issues 15, 21)): no finished run yet" in md
+    assert replication.main(["--tracking-uri", f"sqlite:///{tmp_path}/nowhere.db", "--out", str(tmp_path / "o")]) == 2
