@@ -178,7 +178,7 @@ def summary(rows: pd.DataFrame, control: str | None, verdict_words: str, audit_l
 def summary_markdown(table: pd.DataFrame, lines: str) -> str:
     """The summary as the README carries it."""
     head = markdown(flat(table)) if len(table) else "No claim has been measured over several seeds yet."
-    return f"{head}\n\n{lines}\n\nThe full report: [results/report/REPORT.md](results/report/REPORT.md)."
+    return f"{head}\n\n{lines}"
 
 
 def write(uri: str, out: Path, readme: Path | None = None, names: dict[str, str] | None = None) -> list[Path]:

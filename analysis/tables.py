@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from analysis import audit, controls, plots, report, run_list, verdict
 from analysis.paper import PaperNumbers, load_paper
 from analysis.runs import full_data, load_cells, ordered, paper_method, select
-from raydistill.tracking import check_reachable, local_store
+from raydistill.tracking import MACHINE, check_reachable, local_store
 
 DASH = "–"
 BINARY_METRICS = ("accuracy", "sensitivity", "specificity")
@@ -274,8 +274,9 @@ def write_table(table: Table, out: Path) -> list[Path]:
     return [md, csv, tex]
 
 
-def provenance(cells: pd.DataFrame, experiment: str) -> list[str]:
-    """How the runs were obtained, read from their params and tags: one item per line (markdown inline)."""
+def provenance(cells: pd.DataFrame, experiment: str, tracking_uri: str | None = None) -> list[str]:
+    """How the runs were obtained, read from their params and tags (and the sweep run's machine
+    tag): one item per line (markdown inline)."""
 
     def counts(column: str, missing_label: str = "not logged") -> str:
         values = [f"{k} (n={v})" for k, v in cells[column].value_counts().sort_index().items()]
@@ -295,8 +296,20 @@ def provenance(cells: pd.DataFrame, experiment: str) -> list[str]:
         f"teacher epochs (param `teacher_epochs`): {counts('teacher_epochs')}",
         f"protocol (param `protocol`): {counts('protocol')}",
         f"git commit (tag `git_commit`): {counts('tags.git_commit')}",
+        f"time: the cells' own {cells['time_total_s'].sum() / 3600:.1f} h (teachers, shared, not counted)"
+        if len(cells) else "time: no finished cell",
+        f"machine (the sweep run's tag `{MACHINE}`): {sweep_machine(experiment, tracking_uri)}",
         "paper values: `analysis/paper_numbers.csv` (each row cites the paper's table, row and column)",
     ]
+
+
+def sweep_machine(experiment: str, tracking_uri: str | None) -> str:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], "tags.`raydistill.role` = 'sweep'") if found else []
+    return runs[0].data.tags.get(MACHINE, "not logged") if runs else "not logged"
 
 
 def forensics_table(cells: pd.DataFrame, forensic: pd.DataFrame) -> Table:
@@ -370,7 +383,7 @@ def write_report(
     paths += audit.write_audit(out)
     tables.append(audit_table())
     figures = plots.accuracy_plots(cells, paper, out) + plots.galleries(cells, out, tracking_uri)
-    how = provenance(cells, experiment)
+    how = provenance(cells, experiment, tracking_uri)
     sections = [
         "# The paper's tables regenerated from MLflow\n",
         "## How the runs were obtained\n\n" + "\n".join(f"- {line}" for line in how) + "\n",
