@@ -167,18 +167,20 @@ def summary(rows: pd.DataFrame, control: str | None, verdict_words: str, audit_l
                                                                   "verdict"]]
     measured = rows[rows["_mean"].notna()]
     inside = int((measured["verdict"] == "inside").sum())
-    lines = [f"- Every printed claim of Tables 1-5: {len(rows)}; measured here: {len(measured)}; the paper's value "
-             f"inside our 95 % interval: {inside} of {len(measured)}."]
-    if control is not None:
-        lines.append(f"- Positive controls: {control}.")
-    lines += [f"- Audit: {audit_line}", f"- Forensics (hypotheses, not results): {verdict_words}"]
+    lines = [f"- Positive controls: {control or 'none finished yet'} (section 4)."]
+    lines += [f"- Every printed claim of Tables 1-5: {len(rows)}; measured here: {len(measured)}; the paper's value "
+              f"inside our 95 % interval: {inside} of {len(measured)} (section 3).",
+              f"- Audit: {audit_line}", f"- Forensics (hypotheses, not results): {verdict_words}"]
     return table, "\n".join(lines)
 
 
 def summary_markdown(table: pd.DataFrame, lines: str) -> str:
-    """The summary as the README carries it."""
-    head = markdown(flat(table)) if len(table) else "No claim has been measured over several seeds yet."
-    return f"{head}\n\n{lines}"
+    """The summary as the README carries it: the controls first, then the claims measured over
+    several seeds, then the rest."""
+    first, rest = lines.split("\n", 1)
+    head = ("The claims measured over several seeds (ours = mean ± std, n seeds; 95 % interval over the seeds):\n\n"
+            + markdown(flat(table))) if len(table) else "No claim has been measured over several seeds yet."
+    return f"{first}\n\n{head}\n\n{rest}"
 
 
 def write(uri: str, out: Path, readme: Path | None = None, names: dict[str, str] | None = None) -> list[Path]:
@@ -194,7 +196,7 @@ def write(uri: str, out: Path, readme: Path | None = None, names: dict[str, str]
     figures = (plots.accuracy_plots(honest, paper, out) + plots.galleries(honest, out, uri)) if not honest.empty else []
     findings = audit.frame(audit.audit())
     audit_line = (f"{int(audit.flagged(findings).sum())} of {len(findings)} findings about the paper's printed numbers "
-                  "are flagged (section 4).")
+                  "are flagged (section 5).")
     control_line = controls.comparison(frames["controls"], controls.load_published())[1] if not (
         frames["controls"].empty or controls.reference_runs(frames["controls"]).empty) else None
     words = (verdict.plain_words(verdict.verdict_table(pd.concat([honest, forensic])), pd.concat([honest, forensic]))
