@@ -15,7 +15,7 @@ from argparse import Namespace
 import torch
 
 from benchmarks.timing import emit
-from raydistill import models
+from raydistill import dc, models
 from raydistill.data import Dataset
 from raydistill.dc import reference_epochs
 from raydistill.protocols import train_convnet
@@ -37,21 +37,26 @@ def seconds_per_image(model: str, data: Dataset, images: int, threads: int) -> f
     return (time.perf_counter() - start) / images
 
 
-def dc_model_seconds(data: Dataset, ipc: int, passes: int) -> tuple[float, float]:
-    """(seconds per training pass over ipc x classes images, seconds of the test pass) of one
-    ConvNet-3 under the dc protocol, one thread."""
+def dc_model_seconds(data: Dataset, ipc: int, passes: int) -> tuple[float, float, float]:
+    """(seconds per training pass over ipc x classes images, of the MNIST augmentation of those
+    images, of the test pass) of one ConvNet-3 under the dc protocol, one thread."""
     torch.set_num_threads(1)
     n = ipc * data.num_classes
     x, y = torch.from_numpy(data.train.images[:n]).float() / 255, torch.from_numpy(data.train.labels[:n]).long()
     start = time.perf_counter()
     net = train_convnet(data, x, y, passes - 1, seed=0)
     per_pass = (time.perf_counter() - start) / passes
+    augment = dc.augmentation("mnist", *dc.normalisation("mnist", (), ()), seed=0)
+    start = time.perf_counter()
+    for _ in range(passes):
+        augment(x)
+    augmenting = (time.perf_counter() - start) / passes
     start = time.perf_counter()
     predict_proba(net, torch.from_numpy(data.test.images))
-    return per_pass, time.perf_counter() - start
+    return per_pass, augmenting, time.perf_counter() - start
 
 
-def grid_hours(grid: Grid, per_image: dict[str, float], dc_pass_image: float, test_pass: float,
+def grid_hours(grid: Grid, per_image: dict[str, float], dc_pass_image: dict[str, float], test_pass: float,
                train_images: int = 60_000) -> tuple[float, float]:
     """(teacher, student) CPU hours of a grid: every teacher once to its largest milestone, every
     student its epochs x images (paper protocol) or its models' passes and test passes (dc)."""
@@ -67,7 +72,7 @@ def grid_hours(grid: Grid, per_image: dict[str, float], dc_pass_image: float, te
         images = cfg.ipc * 10 if cfg.distills else (cfg.train_limit or train_images)
         if cfg.protocol == "dc":
             models_ = cfg.eval_sets * cfg.eval_runs
-            students += models_ * ((cfg.student_epochs + 1) * images * dc_pass_image + test_pass)
+            students += models_ * ((cfg.student_epochs + 1) * images * dc_pass_image[cfg.dataset] + test_pass)
         else:
             students += cfg.student_epochs * images * per_image[cfg.model]
     return teachers / 3600, students / 3600
@@ -88,15 +93,17 @@ def run(quick: bool, data: Dataset | None) -> None:
             if threads == 1:
                 per_image[model] = seconds
     passes = 3 if quick else 20
-    per_pass, test_pass = dc_model_seconds(data, 10, passes)
+    per_pass, augmenting, test_pass = dc_model_seconds(data, 10, passes)
+    pass_image = {"fashion-mnist": per_pass / 100, "mnist": (per_pass + augmenting) / 100}  # ipc 10: 100 images
     for dataset in ("fashion-mnist", "mnist"):
         epochs = reference_epochs(dataset)
-        emit(f"cost.dc.{dataset}.ipc10.seconds_per_evaluation_model", (epochs + 1) * per_pass + test_pass)
+        emit(f"cost.dc.{dataset}.ipc10.seconds_per_evaluation_model", (epochs + 1) * 100 * pass_image[dataset] + test_pass)
+    emit("cost.dc.mnist_augmentation_share_of_a_pass", augmenting / (per_pass + augmenting))
     emit("cost.dc.test_pass_seconds", test_pass)
     for name, grid in (("paper-settings", forensics.grid(Namespace(smoke=False, cpu_hour=False, paper_settings=True,
                                                                    own_teachers=False))),
                        ("controls", controls.grid(Namespace(smoke=False, mnist_50=False))),
                        ("controls-mnist-50", controls.grid(Namespace(smoke=False, mnist_50=True)))):
-        teachers, students = grid_hours(grid, per_image, per_pass / 100, test_pass)
+        teachers, students = grid_hours(grid, per_image, pass_image, test_pass)
         emit(f"cost.{name}.teacher_cpu_hours", teachers)
         emit(f"cost.{name}.student_cpu_hours", students)
