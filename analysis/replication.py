@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis import audit, claims, controls, plots, report, verdict
 from analysis.paper import load_paper
+from analysis.runs import COMMANDS as RUN_COMMANDS
 from analysis.runs import load_cells
 from analysis.tables import Table, control_tables, flat, markdown, run_list
 from raydistill.tracking import MACHINE
@@ -31,11 +32,7 @@ from raydistill.tracking import MACHINE
 PAPER = ('"Image Distillation with the Machine-Learned Gradient of the Loss Function and the K-Means Method" '
          "(Mathematics, 2025)")
 EXPERIMENTS = {"paper-settings": "the paper's settings (issues 15, 21)", "controls": "positive controls (issue 23)"}
-COMMANDS = {  # how each experiment is (re)produced; running one again continues it
-    "paper-settings": "python sweeps/forensics.py --paper-settings --data-root DIR --cpus 2",
-    "controls": "python sweeps/controls.py --data-root DIR --cpus 2",
-    "report": "raydistill report --readme README.md",
-}
+COMMANDS = {**RUN_COMMANDS, "report": "raydistill report --readme README.md"}
 SUMMARY_START, SUMMARY_END = "<!-- summary:start -->", "<!-- summary:end -->"
 
 

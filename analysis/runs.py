@@ -22,6 +22,11 @@ FORENSICS_TAG, HYPOTHESIS_TAG = "tags.raydistill.forensics", "tags.raydistill.hy
 TAGS = ("tags.device", "tags.kmeans_backend", "tags.git_commit", "tags.raydistill.cell", "tags.raydistill.cell_key",
         FORENSICS_TAG, HYPOTHESIS_TAG)
 KNOBS = {knob: values[0] for knob, values in FORENSICS.items()}  # the honest defaults
+COMMANDS = {  # how the published experiments are (re)produced; running one again continues it
+    "paper-settings": "python sweeps/forensics.py --paper-settings --data-root DIR --cpus 2",
+    "controls": "python sweeps/controls.py --data-root DIR --cpus 2",
+    "smoke": "python sweeps/paper_grid.py --smoke --data-root DIR",
+}
 HONEST = "honest"
 
 

@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from analysis import audit, controls, plots, report, run_list, verdict
 from analysis.paper import PaperNumbers, load_paper
-from analysis.runs import full_data, load_cells, ordered, paper_method, select
+from analysis.runs import COMMANDS, full_data, load_cells, ordered, paper_method, select
 from raydistill.tracking import MACHINE, check_reachable, local_store
 
 DASH = "–"
@@ -299,6 +299,7 @@ def provenance(cells: pd.DataFrame, experiment: str, tracking_uri: str | None = 
         f"time: the cells' own {cells['time_total_s'].sum() / 3600:.1f} h (teachers, shared, not counted)"
         if len(cells) else "time: no finished cell",
         f"machine (the sweep run's tag `{MACHINE}`): {sweep_machine(experiment, tracking_uri)}",
+        f"command: `{COMMANDS.get(experiment, 'the sweep of this name')}` (the same command continues it)",
         "paper values: `analysis/paper_numbers.csv` (each row cites the paper's table, row and column)",
     ]
 
