@@ -107,6 +107,42 @@ def forensics_section(honest: pd.DataFrame, forensic: pd.DataFrame) -> Section:
                           table.map(verdict._text).set_index("hypothesis"))])
 
 
+def coverage(uri: str, names: dict[str, str]) -> Section:
+    """What the grids hold that has not finished, each cell with why and the command that continues it."""
+    from argparse import Namespace
+
+    from raydistill.tune.grid import expand
+    from sweeps import controls as controls_grid
+    from sweeps import forensics
+
+    grids = {"paper-settings": (forensics.paper_settings(own_teachers=False), None),
+             "controls": (controls_grid.grid(Namespace(smoke=False, mnist_50=True)),
+                          controls_grid.grid(Namespace(smoke=False, mnist_50=False)))}
+    client, lines, rows = MlflowClient(uri), [], []
+    for role, (grid, default) in grids.items():
+        experiment = client.get_experiment_by_name(names[role])
+        finished = set() if experiment is None else {
+            r.data.tags.get("raydistill.cell_key") for r in client.search_runs(
+                [experiment.experiment_id], "tags.`raydistill.role` = 'cell' and attributes.status = 'FINISHED'",
+                max_results=50_000)}
+        cells = expand(grid, {"seed": 0})
+        kept = None if default is None else {c.key for c in expand(default, {"seed": 0})}
+        first_seed = min(c.config.seed for c in cells)
+        for cell in (c for c in cells if c.key not in finished):
+            why = ("left out by the cost rule (`--mnist-50` runs it)" if kept is not None and cell.key not in kept
+                   else "hypothesis" if cell.config.is_forensics
+                   else "honest, seed " + str(cell.config.seed) + (" (a seed of the error bars)"
+                                                                   if cell.config.seed != first_seed else ""))
+            rows.append({"experiment": names[role], "cell": cell.name, "why it is listed": why, "key": cell.key})
+        done = sum(c.key in finished for c in cells)
+        lines.append(f"- `{names[role]}`: {done} of {len(cells)} cells finished; the rest continue with "
+                     f"`{COMMANDS[role]}`" + (" (`--mnist-50` for the cells the cost rule leaves out)"
+                                               if kept is not None else ""))
+    tables = [Table("not_finished", "Cells not finished", "", pd.DataFrame(rows).set_index(["experiment", "cell"]))
+              ] if rows else []
+    return Section("What has not been run", "\n".join(lines), tables)
+
+
 def provenance(uri: str, frames: dict[str, pd.DataFrame], names: dict[str, str]) -> Section:
     """Commands, commits, seeds, hardware and time of each experiment, from its runs and tags."""
     client, lines = MlflowClient(uri), []
@@ -211,6 +247,7 @@ def write(uri: str, out: Path, readme: Path | None = None, names: dict[str, str]
         Section("Figures", "Ours (mean ± std over seeds) beside the paper's printed values (dashed, 'claimed'); "
                 "galleries of distilled sets.", figures=figures),
         provenance(uri, frames, names),
+        coverage(uri, names),
         Section("Appendix: every finished run and its cell key", "", appendix(frames, paper)),
     ]
     title = f"Replication report: {PAPER}"

@@ -63,6 +63,9 @@ def test_the_report_sets_each_claim_beside_ours_with_its_interval_and_verdict(st
     assert "+1.20 ± " in md
     assert "Forensics (hypotheses, not results)" in md and "score_on=fit" in md
     assert "machine (sweep tag): cpu AMD EPYC, cores 2" in md and "abc1234 (n=4)" in md
+    # the grids' cells are listed until a run with their key finishes (these hand-made runs have other keys)
+    assert "- `paper-settings`: 0 of 360 cells finished" in md and "- `controls`: 0 of 18 cells finished" in md
+    assert md.count("left out by the cost rule") == 2
     summary = readme.read_text(encoding="utf-8")
     assert "old" not in summary and summary.endswith("\nafter\n")
     assert "| mnist | lenet | distilled, ipc 10 | 200 | 99.36 | 72.00 ± 2.00 | 3 |" in summary  # seeded claims only
