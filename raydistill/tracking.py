@@ -45,6 +45,7 @@ FORENSICS, HYPOTHESIS, ERROR = "raydistill.forensics", "raydistill.hypothesis", 
 TEACHER_RUN, NODE = "raydistill.teacher_run", "ray_node_id"  # the teacher run a cell used; the Ray node of a run
 CHECKPOINT_EPOCH, RESUMED = "raydistill.checkpoint_epoch", "raydistill.resumed_from_epoch"
 STUDENT_FROM = "raydistill.student_from"  # the cell whose trained student a cell continued (and scored another way)
+SCORED_ON = "raydistill.scored_on"  # the context of the input a cell's metrics were computed on (raydistill.inputs)
 SQLITE = "sqlite:///"
 
 
@@ -110,12 +111,13 @@ def ensure_experiment(uri: str, name: str, artifact_root: Path | None) -> str:
 
 VIEW = "comparison"  # the saved runs-list view of every sweep experiment
 VIEW_METRICS = ("accuracy", "time_total_s", "sensitivity", "specificity")
+VIEW_INPUTS = ("attributes.`Dataset`", f"tags.`{SCORED_ON}`")  # the runs' inputs, the one scored on first
 
 
 def comparison_view(now_ms: int) -> str:
     """A saved view as MLflow 3.17's "Save view" writes it (experiment tag mlflow.sharedViewState.ID):
     its runs list otherwise hides every metric behind "Show more columns"."""
-    columns = [f"metrics.`{m}`" for m in VIEW_METRICS]
+    columns = [f"metrics.`{m}`" for m in VIEW_METRICS] + list(VIEW_INPUTS)
     state = {"selectedColumns": columns, "columnOrder": columns, "orderByKey": columns[0], "orderByAsc": False}
     return json.dumps({"name": "Comparison", "createdAt": now_ms, "updatedAt": now_ms, "state": json.dumps(state)})
 

@@ -252,18 +252,21 @@ for (const row of document.querySelectorAll('.ag-row')) {
   }
 }
 const grid = document.querySelector('.ag-header-viewport')?.getBoundingClientRect();
-const headers = {};
+const headers = {}, begun = {};  // columns wholly on the first screen; columns that begin on it
 for (const h of document.querySelectorAll('.ag-header-cell[col-id]')) {
-  const r = h.getBoundingClientRect();
-  headers[h.getAttribute('col-id')] = grid && r.left >= grid.left - 1 && r.right <= grid.right + 1 && r.bottom <= innerHeight;
+  const r = h.getBoundingClientRect(), id = h.getAttribute('col-id');
+  headers[id] = grid && r.left >= grid.left - 1 && r.right <= grid.right + 1 && r.bottom <= innerHeight;
+  begun[id] = grid && r.left >= grid.left - 1 && r.left + 40 <= grid.right && r.bottom <= innerHeight;
 }
-return {rows: Object.values(rows), headers, nav: document.querySelector('nav')?.innerText ?? ''};
+return {rows: Object.values(rows), headers, begun, nav: document.querySelector('nav')?.innerText ?? ''};
 """
+DATASET = "attributes.`Dataset`"  # the runs table's column of a run's dataset inputs (the first one shown)
 
 
 def test_runs_page_shows_every_cell_by_name_with_its_key_metrics_in_the_classic_view(browser, ui, smoke):
     results = smoke / "results"
     cells = {r.info.run_name: r.data.metrics for r in runs(results, "cell")}
+    scored = {r.info.run_name: r.inputs.dataset_inputs[0].dataset for r in runs(results, "cell")}  # logged first
     assert set(cells) == SMOKE_CELLS
     browser.open(ui.links["smoke"])
 
@@ -280,8 +283,30 @@ def test_runs_page_shows_every_cell_by_name_with_its_key_metrics_in_the_classic_
         assert not row["cut"], f"{name} is cut ({shot})"
         for metric in KEY_METRICS:
             assert float(row[f"metrics.`{metric}`"]) == pytest.approx(metrics[metric], abs=1e-9), (name, metric)
+        dataset = scored[name]  # the input the metrics were computed on, first in the Dataset column
+        assert dataset.name == "fashion-mnist/test[40]", (name, dataset.name)
+        assert row[DATASET].startswith(f"{dataset.name} ({dataset.digest})"), (name, row[DATASET], shot)
     assert all(page["headers"].get(f"metrics.`{m}`") for m in KEY_METRICS), (page["headers"], shot)
+    assert page["begun"].get(DATASET), (page["begun"], shot)
     assert "Model registry" in page["nav"] and not any(item in page["nav"] for item in GENAI_NAV), (page["nav"], shot)
+
+
+def test_every_cell_run_records_the_data_its_metrics_were_computed_on(smoke):
+    """Its training split, test split and the set its student trained on, as MLflow inputs whose
+    digests are the data's: the same test split in every cell, the training split for `full`."""
+    found = {}
+    for run in runs(smoke / "results", "cell"):
+        contexts = [{t.key: t.value for t in item.tags}["mlflow.data.context"] for item in run.inputs.dataset_inputs]
+        found[run.info.run_name] = {c: item.dataset for c, item in zip(contexts, run.inputs.dataset_inputs)}
+        assert run.data.tags["raydistill.scored_on"] == "test"
+    assert set(found) == SMOKE_CELLS
+    assert all(set(inputs) == {"training", "test", "distilled"} for inputs in found.values())
+    assert len({inputs["test"].digest for inputs in found.values()}) == 1
+    assert len({inputs["training"].digest for inputs in found.values()}) == 1
+    full = found["full-e3"]
+    assert (full["distilled"].name, full["distilled"].digest) == ("fashion-mnist/full[120]", full["training"].digest)
+    ipc10 = found["kmeans-grad-l1-ipc10-e3"]["distilled"]
+    assert ipc10.name == "fashion-mnist/kmeans[100]" and json.loads(ipc10.profile)["classes"] == 10
 
 
 REPORT = """

@@ -12,7 +12,7 @@ import ray
 from ray import tune
 from ray.air.integrations.mlflow import setup_mlflow
 
-from raydistill import artifacts, tracking
+from raydistill import artifacts, inputs, tracking
 from raydistill.config import TrialConfig
 from raydistill.data import Dataset, dataset_label
 from raydistill.pipeline import TrialResult, positive_index, run_trial
@@ -111,6 +111,7 @@ def run_cell(cell: dict, ctx: dict, data: Dataset) -> None:
                            keep_final_student=keep_final)
         history.flush()
         _log(mlf, result, positive_index(cfg, result.classes))
+        inputs.log(cfg, data, result)
         if result.resumed_epoch:
             mlf.set_tag(tracking.RESUMED, str(result.resumed_epoch))
             source = held[0].data.tags
