@@ -84,14 +84,16 @@ def comparison(cells: pd.DataFrame, published: pd.DataFrame) -> tuple[pd.DataFra
     runs = reference_runs(cells)
     rows = []
     for cell in published[published["compared"] == "yes"].itertuples(index=False):
-        ours = pooled(_runs(runs, cell.dataset, cell.ipc, cell.method, cell.modifier))
+        mine = _runs(runs, cell.dataset, cell.ipc, cell.method, cell.modifier)
+        ours = pooled(mine)
         diff = None if ours is None else ours.mean - cell.mean
         verdict = ("not run" if ours is None else
                    "reproduced" if reproduced(diff, ours.std, cell.std) else "missed")
         rows.append({"dataset": cell.dataset, "ipc": cell.ipc, "method": cell.method,
                      "ours": DASH if ours is None else ours.text(), "n": 0 if ours is None else ours.n,
                      "published": f"{cell.mean:.1f} ± {cell.std:.1f}", "diff (pp)": DASH if diff is None else f"{diff:+.2f}",
-                     "verdict": verdict, "source": cell.source, "checked": cell.checked})
+                     "verdict": verdict, "wall (h)": DASH if ours is None else f"{mine['time_total_s'].sum() / 3600:.2f}",
+                     "source": cell.source, "checked": cell.checked})
     frame = pd.DataFrame(rows)
     measured = frame[frame["verdict"] != "not run"] if rows else frame
     within = int((measured["verdict"] == "reproduced").sum()) if rows else 0

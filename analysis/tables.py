@@ -29,6 +29,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from analysis import audit, controls, plots, report, run_list, verdict
 from analysis.paper import PaperNumbers, load_paper
 from analysis.runs import COMMANDS, full_data, load_cells, ordered, paper_method, select
+from raydistill.pipeline import SET_SEED_OFFSET
+from raydistill.protocols import STUDENT_SEED_OFFSET
 from raydistill.tracking import MACHINE, check_reachable, local_store
 
 DASH = "–"
@@ -343,7 +345,10 @@ def control_tables(cells: pd.DataFrame) -> list[Table]:
     rule = (f"reproduced = |ours − published| <= {controls.STD_FACTOR:g} x the larger std or <= {controls.BAND_PP} pp; "
             "ours = mean ± sample std over every evaluation model (sets x inits), n = models; protocol dc as the DC "
             "reference code (ConvNet-3, SGD, Epoch+1 passes, lr x0.1 halfway with a fresh optimiser, MNIST "
-            "augmented, 1000 epochs on MNIST and 300 on Fashion-MNIST); selection from the full training split. "
+            "augmented, 1000 epochs on MNIST and 300 on Fashion-MNIST); selection from the full training split; "
+            f"seeds fixed before running: the cell's seed s for its first set, SeedSequence([{SET_SEED_OFFSET}, s, i]) "
+            f"for set i > 0, SeedSequence([{STUDENT_SEED_OFFSET}, set seed, j]) for model j of a set; "
+            f"wall = the cell's own time on one CPU thread; command: `{COMMANDS['controls']}`. "
             "Published numbers and what was checked of them: `analysis/published.csv`.")
     ior = controls.improvements(cells)
     return [Table("controls", f"Positive controls: {line}", rule, frame.set_index(["dataset", "ipc", "method"])),

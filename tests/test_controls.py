@@ -11,7 +11,8 @@ from analysis import controls
 
 def runs_of(*cells: dict) -> pd.DataFrame:
     """Cell runs as analysis.runs.load_cells returns them (fractions), with the reference's settings."""
-    base = {"protocol": "dc", "train_limit": pd.NA, "eval_sets": 1, "eval_runs": 1, "accuracy_std": 0.0}
+    base = {"protocol": "dc", "train_limit": pd.NA, "eval_sets": 1, "eval_runs": 1, "accuracy_std": 0.0,
+            "time_total_s": 1800.0}
     frame = pd.DataFrame([{**base, **c} for c in cells])
     for column in ("ipc", "student_epochs", "train_limit", "eval_sets", "eval_runs"):
         frame[column] = frame[column].astype("Int64")
@@ -69,7 +70,7 @@ def test_the_comparison_counts_only_runs_under_the_reference_protocol():
     )
     frame, line = controls.comparison(cells, published)
     assert list(frame["verdict"]) == ["reproduced", "missed", "not run"]
-    assert list(frame["diff (pp)"]) == ["-0.30", "-4.30", "–"]
+    assert list(frame["diff (pp)"]) == ["-0.30", "-4.30", "–"] and list(frame["wall (h)"]) == ["0.50", "0.50", "–"]
     assert frame["ours"].iloc[0] == f"94.80 ± {100 * np.std([0.950, 0.946], ddof=1):.2f}" and frame["n"].iloc[0] == 2
     assert line == "the tool reproduces the field's baselines: 1 of 2 measured cells within band (1 not run yet)"
 
