@@ -181,14 +181,32 @@ def head_commit() -> str:
         return "unknown"
 
 
-def appendix(frames: dict[str, pd.DataFrame], paper) -> list[Table]:
-    """Every finished run with its cell key (provenance, cell by cell)."""
+def verdict_line(table: pd.DataFrame) -> str:
+    """The forensics verdict in one sentence: whether any hypothesis reproduces, and the closest."""
+    mae = "MAE vs paper (pp)"
+    hypotheses = table[(table["hypothesis"] != verdict.HONEST_LABEL) & table[mae].notna()].sort_values(mae)
+    if hypotheses.empty:
+        return "no hypothesis has a measured cell that the paper prints yet."
+    best, reproducing = hypotheses.iloc[0], hypotheses[hypotheses["reproduces"]]
+    head = ("these reproduce the paper by the rule fixed before the runs: "
+            + ", ".join(f"`{h}`" for h in reproducing["hypothesis"]) if len(reproducing)
+            else "no reading of the protocol reproduces the paper by the rule fixed before the runs")
+    return (f"{head}; the closest, `{best['hypothesis']}`, is {best[mae]:.2f} pp off on average over "
+            f"{best['cells with a paper value']} printed cells (section 6).")
+
+
+def appendix(frames: dict[str, pd.DataFrame], forensic: pd.DataFrame, paper) -> list[Table]:
+    """Every finished run with its cell key (provenance, cell by cell); the hypotheses' apart."""
     out = []
     for name, cells in frames.items():
-        if cells.empty:
-            continue
-        runs = run_list.run_list(cells, paper, keys=True)
-        out.append(Table(f"runs_{name}", f"Every finished run of `{name}`", "", runs.set_index(list(runs.columns[:2]))))
+        if not cells.empty:
+            runs = run_list.run_list(cells, paper, keys=True)
+            out.append(Table(f"runs_{name}", f"Every finished run of `{name}`", "",
+                             runs.set_index(list(runs.columns[:2]))))
+    if not forensic.empty:
+        runs = run_list.run_list(forensic, paper, hypotheses=True, keys=True)
+        out.append(Table("runs_hypotheses", "Every finished forensics run (hypotheses, not results)", "",
+                         runs.set_index(list(runs.columns[:3]))))
     return out
 
 
@@ -232,8 +250,8 @@ def write(uri: str, out: Path, readme: Path | None = None, names: dict[str, str]
                   "are flagged (section 5).")
     control_line = controls.comparison(frames["controls"], controls.load_published())[1] if not (
         frames["controls"].empty or controls.reference_runs(frames["controls"]).empty) else None
-    words = (verdict.plain_words(verdict.verdict_table(pd.concat([honest, forensic])), pd.concat([honest, forensic]))
-             .split(" The honest")[0] if not forensic.empty else "none finished yet.")
+    words = verdict_line(verdict.verdict_table(pd.concat([honest, forensic]))) if not forensic.empty else (
+        "none finished yet.")
     seeded, lines = summary(rows, control_line, words, audit_line)
     sections = [
         Section("The answer", lines, [
@@ -248,7 +266,7 @@ def write(uri: str, out: Path, readme: Path | None = None, names: dict[str, str]
                 "galleries of distilled sets.", figures=figures),
         provenance(uri, frames, names),
         coverage(uri, names),
-        Section("Appendix: every finished run and its cell key", "", appendix(frames, paper)),
+        Section("Appendix: every finished run and its cell key", "", appendix(frames, forensic, paper)),
     ]
     title = f"Replication report: {PAPER}"
     md, html = out / "REPORT.md", out / "report.html"

@@ -62,6 +62,10 @@ def test_the_report_sets_each_claim_beside_ours_with_its_interval_and_verdict(st
     assert "the tool reproduces the field's baselines: 1 of 1 measured cells within band (5 not run yet)" in md
     assert "+1.20 ± " in md
     assert "Forensics (hypotheses, not results)" in md and "score_on=fit" in md
+    # the fit reading scores 99.00 on the cell the paper prints as 99.36: closest, but one cell and no shapes
+    assert ("no reading of the protocol reproduces the paper by the rule fixed before the runs; the closest, "
+            "`score_on=fit`, is 0.36 pp off on average over 1 printed cells") in md
+    assert "Every finished forensics run (hypotheses, not results)" in md
     assert "machine (sweep tag): cpu AMD EPYC, cores 2" in md and "abc1234 (n=4)" in md
     # the grids' cells are listed until a run with their key finishes (these hand-made runs have other keys)
     assert "- `paper-settings`: 0 of 360 cells finished" in md and "- `controls`: 0 of 18 cells finished" in md
