@@ -177,7 +177,8 @@ def test_ready_trials_go_teachers_honest_cells_then_hypotheses_taking_turns_chea
     datasets = {cells[0].data_key: data}
     # images the student sees, per hypothesis: fit 20x1x3=60 < 6x30=180 (limited full split) < 10x10x3=300 < 900;
     # train 20x2x3=120 < 300
-    assert priorities(cells, datasets) == [11, 9, 7, 1, 7, 5, 1, 5]  # 2 x tier + 1; hypotheses: tier 2 + rank
+    # 18 x tier + 2 x grid index + 1; hypotheses: tier 2 + rank
+    assert priorities(cells, datasets) == [91, 75, 59, 7, 63, 47, 13, 51]
     teacher = {"job": {"kind": "teacher", "priority": 0, "key": "t", "name": "teacher"}}
     configs = [(c, _cell_config(c, False, p)) for c, p in zip(cells, priorities(cells, datasets))]
     searcher = CellReleaser([(None, teacher)], configs, done={})
@@ -193,7 +194,7 @@ def test_ready_trials_go_teachers_honest_cells_then_hypotheses_taking_turns_chea
     assert searcher.suggest("9") == CellReleaser.FINISHED
 
 
-def test_the_first_seed_goes_first_then_the_other_seeds_then_hypotheses_and_teachers_just_before_their_cells():
+def test_the_first_seed_goes_first_then_the_other_seeds_then_hypotheses_and_teachers_just_before_their_first_cell():
     import numpy as np
 
     from raydistill.config import TrialConfig
@@ -210,21 +211,21 @@ def test_the_first_seed_goes_first_then_the_other_seeds_then_hypotheses_and_teac
              ("s0-teacher-init", {"student_init": "teacher"}), ("s2-shift", {"seed": 2})]
     cells = [Cell(name, name, TrialConfig(dataset="tiny", **knobs)) for name, knobs in specs]
     cell_priorities = priorities(cells, {cells[0].data_key: data})
-    assert cell_priorities == [3, 1, 3, 1, 5, 3]
+    assert cell_priorities == [15, 3, 19, 7, 37, 25]  # 14 x tier + 2 x grid index + 1
     first = teacher_priorities(cells, cell_priorities)
-    # seed 0's teacher serves an honest seed-0 cell (and a hypothesis): it goes before every cell
-    assert first == {cells[3].teacher_key: 0, cells[0].teacher_key: 2, cells[5].teacher_key: 2}
+    # seed 0's teacher serves an honest seed-0 cell (and a hypothesis): just before s0-shift
+    assert first == {cells[3].teacher_key: 6, cells[0].teacher_key: 14, cells[5].teacher_key: 24}
     jobs = teacher_jobs(cells)
     teachers = [(job, _teacher_config(job, False, set(), first[key])) for key, job in jobs.items()]
     configs = [(c, _cell_config(c, False, p)) for c, p in zip(cells, cell_priorities)]
     searcher = CellReleaser(teachers, configs, done={})
     order = [searcher.suggest(str(i))["job"]["name"] for i in range(5)]
     seed0, seed1, seed2 = (jobs[cells[i].teacher_key].name for i in (3, 0, 5))
-    assert order == [seed0, "s0-random", seed1, seed2, "s1-random"]
-    for trial in ("3", "2", "0"):  # every teacher reaches the cells' milestone, seed 2's first
+    assert order == ["s0-random", seed0, seed1, "s1-random", seed2]  # grid order within a tier
+    for trial in ("4", "2", "1"):  # every teacher reaches the cells' milestone, seed 2's first
         searcher.on_trial_result(trial, {"milestone": 5})
     order = [searcher.suggest(str(i))["job"]["name"] for i in range(5, 9)]
-    assert order == ["s0-shift", "s2-shift", "s1-shift", "s0-teacher-init"]  # within a tier: as released
+    assert order == ["s0-shift", "s1-shift", "s2-shift", "s0-teacher-init"]  # not in the order released
 
 
 def test_twins_wait_for_the_trial_training_their_student_and_the_next_one_trains_it_if_that_failed():

@@ -314,12 +314,13 @@ def _teacher_config(job: TeacherJob, gpus: bool, done: set[int], priority: int =
 
 
 def priorities(cells: list[Cell], datasets: dict[str, Dataset]) -> list[int]:
-    """Each cell's priority (lower goes first), 2 x its tier + 1, so that a teacher (2 x the lowest
-    tier of its cells) goes before its tier's cells and after the tier before. Tier 0: honest cells
-    of the sweep's first seed, in grid order; tier 1: honest cells of the other seeds; tier 2 + r:
-    forensics cells, the hypotheses taking turns, r being the cell's rank among its own
-    hypothesis's cells, cheapest first. A sweep stopped early has its reference cells, then their
-    seeds, then every hypothesis measured on as many cells as the time allowed."""
+    """Each cell's priority (lower goes first): by tier, then grid order, each cell at an odd
+    number so that its teacher (see teacher_priorities) fits just before the first of its cells.
+    Tier 0: honest cells of the sweep's first seed; tier 1: honest cells of the other seeds;
+    tier 2 + r: forensics cells, the hypotheses taking turns, r being the cell's rank among its own
+    hypothesis's cells, cheapest first. A sweep stopped early has its reference cells (a row's
+    cells soon after its teacher, not after every teacher), then their seeds, then every hypothesis
+    measured on as many cells as the time allowed."""
     honest_seeds = [c.config.seed for c in cells if not c.config.is_forensics]
     first_seed = min(honest_seeds, default=0)
     tiers = [0 if c.config.seed == first_seed else 1 for c in cells]
@@ -329,7 +330,8 @@ def priorities(cells: list[Cell], datasets: dict[str, Dataset]) -> list[int]:
         rank = seen.get(cells[i].config.hypothesis, 0)
         seen[cells[i].config.hypothesis] = rank + 1
         tiers[i] = 2 + rank
-    return [2 * tier + 1 for tier in tiers]
+    span = 2 * len(cells) + 2  # a tier's cells and teachers never reach the next tier
+    return [span * tier + 2 * index + 1 for index, tier in enumerate(tiers)]
 
 
 def teacher_priorities(cells: Sequence[Cell], cell_priorities: Sequence[int]) -> dict[str, int]:

@@ -1,9 +1,9 @@
-"""The order of a sweep's trials: teachers first, each cell as soon as its teacher's milestone
-exists, so that no trial ever holds a CPU or GPU share while waiting for another. Among the
-trials that can start, teachers go first, then honest cells in grid order, then forensics cells
-with the hypotheses taking turns, cheapest cell first (a sweep stopped early has its reference
-cells, and every hypothesis measured on as many cells as it could); the runner sets each trial's
-`priority`.
+"""The order of a sweep's trials: each cell as soon as its teacher's milestone exists, so that no
+trial ever holds a CPU or GPU share while waiting for another. Among the trials that can start,
+the lowest `priority` goes first; the runner sets them (runner.priorities): the first seed's
+honest cells in grid order, each teacher just before its first cell, then the other seeds, then
+forensics cells with the hypotheses taking turns, cheapest cell first (a sweep stopped early has
+its reference rows, their seeds, and every hypothesis measured on as many cells as it could).
 
 Cells that train the same student (twins: they differ only in how it is scored) never run side by
 side: the first to be ready trains it and keeps it, the others wait for that trial to end and then
