@@ -6,9 +6,10 @@ verdict (the printed value inside or outside the interval), or why the cell was 
   (``paper_text.csv``, which names the cells they stand for).
 - Ours: FINISHED honest runs of the paper protocol with the same dataset, model, method, ipc and
   student epochs (Table 4 names no model: the model with the highest mean).
-- 95 % interval: over seeds when n >= 2 (Student's t: mean ± t(0.975, n-1) s / sqrt(n)); with
-  n = 1 the binomial (Wilson) interval of one accuracy on the test set's N images, which holds
-  the test-set sampling error only, not the seed's.
+- 95 % interval: where one run like the paper's printed one would fall. When n >= 2, the
+  prediction interval over seeds (Student's t: mean ± t(0.975, n-1) s sqrt(1 + 1/n)); with n = 1
+  the binomial (Wilson) interval of one accuracy on the test set's N images, which holds the
+  test-set sampling error only, not the seed's: its verdict is marked as such.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ from dataclasses import dataclass
 import pandas as pd
 from scipy import stats
 
+from analysis.audit import load_test_sets
 from analysis.paper import PaperNumbers
-from analysis.runs import select
+from analysis.runs import one_setting, select
 
 CONFIDENCE = 0.95
-TEST_IMAGES = {"mnist": 10_000, "fashion-mnist": 10_000, "cifar10": 10_000, "ocid": 126}
-NOT_HERE = {  # why a dataset or model is not measured on this project's machines
+NOT_HERE = {  # why a dataset or model was not measured on the machines these runs had (CPU only, offline)
     "cifar10": "not measured: no byte-exact copy of CIFAR-10 could be obtained offline",
-    "ocid": "not measured: the OCID images are not available here",
-    "resnet34": "not measured: ResNet-34 is GPU-sized and no GPU was lent",
+    "ocid": "not measured: the OCID images were not available",
+    "resnet34": "not measured: ResNet-34 is GPU-sized and no GPU was lent to these runs",
 }
 TABLES = {1: "kmeans", 2: "kmeans", 3: None, 4: "kmeans", 5: None}  # the methods of the paper that are claims
 
@@ -41,7 +42,7 @@ class Interval:
     n: int
     low: float
     high: float
-    kind: str  # "t over seeds" or "binomial, n = 1"
+    kind: str  # "prediction, t over seeds" or "binomial, n = 1"
 
     def text(self) -> str:
         return f"{self.mean:.2f}" if self.std is None else f"{self.mean:.2f} ± {self.std:.2f}"
@@ -55,8 +56,8 @@ def interval(fractions: pd.Series, test_images: int) -> Interval | None:
     n, mean = len(values), float(values.mean())
     if n >= 2:
         std = float(values.std(ddof=1))
-        half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * std / math.sqrt(n)
-        return Interval(mean, std, n, mean - half, mean + half, "t over seeds")
+        half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * std * math.sqrt(1 + 1 / n)
+        return Interval(mean, std, n, mean - half, mean + half, "prediction, t over seeds")
     right = round(mean / 100 * test_images)
     ci = stats.binomtest(right, test_images).proportion_ci(CONFIDENCE, method="wilson")
     return Interval(mean, None, 1, 100 * ci.low, 100 * ci.high, "binomial, n = 1")
@@ -72,9 +73,10 @@ def ours_for(cells: pd.DataFrame, claim: pd.Series) -> tuple[pd.DataFrame, str]:
         runs = select(runs, modifier="grad-l1", ipc=int(claim["ipc"]))
     runs = select(runs, student_epochs=int(claim["epochs"])) if not pd.isna(claim["epochs"]) else runs.iloc[0:0]
     if claim["model"]:
-        return select(runs, model=claim["model"]), claim["model"]
+        return one_setting(select(runs, model=claim["model"])), claim["model"]
     means = runs.groupby("model")["accuracy"].mean()
-    return (runs.iloc[0:0], "") if means.empty else (select(runs, model=means.idxmax()), str(means.idxmax()))
+    return (runs.iloc[0:0], "") if means.empty else (one_setting(select(runs, model=means.idxmax())),
+                                                     str(means.idxmax()))
 
 
 def reason(claim: pd.Series) -> str:
@@ -90,20 +92,22 @@ def reason(claim: pd.Series) -> str:
 def verdict(paper: float, ours: Interval | None, why: str) -> str:
     if ours is None:
         return why
+    caveat = "; n = 1: test-set sampling only" if ours.n == 1 else ""
     if ours.low <= paper <= ours.high:
-        return "inside"
-    return f"outside ({'ours lower' if ours.mean < paper else 'ours higher'} by {abs(ours.mean - paper):.2f} pp)"
+        return f"inside{f' ({caveat[2:]})' if caveat else ''}"
+    return f"outside ({'ours lower' if ours.mean < paper else 'ours higher'} by {abs(ours.mean - paper):.2f} pp{caveat})"
 
 
 def claim_rows(cells: pd.DataFrame, paper: PaperNumbers) -> pd.DataFrame:
     """One row per printed claim of Tables 1-5 with ours, the interval and the verdict."""
     rows = []
+    test_images = load_test_sets().groupby("dataset")["images"].sum().to_dict()
     printed = paper.frame[paper.frame["table"].isin(TABLES)]
     printed = printed[[TABLES[t] in (None, m) for t, m in zip(printed["table"], printed["method"], strict=True)]]
     for _, claim in printed.iterrows():
         runs, model = ours_for(cells, claim)
         metric = claim["metric"]
-        ours = interval(runs[metric], TEST_IMAGES.get(claim["dataset"], 10_000)) if len(runs) else None
+        ours = interval(runs[metric], test_images[claim["dataset"]]) if len(runs) else None
         images = sorted({"all" if pd.isna(v) else f"{int(v):,}" for v in runs["train_limit"]}) if len(runs) else []
         rows.append({
             "table": int(claim["table"]), "dataset": claim["dataset"], "model": claim["model"] or model or "–",
@@ -147,7 +151,7 @@ def tally(claims: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for table, group in claims.groupby("table"):
         measured = group[group["_mean"].notna()]
-        inside = int((measured["verdict"] == "inside").sum())
+        inside = int(measured["verdict"].str.startswith("inside").sum())
         rows.append({"table": f"Table {table}", "printed claims": len(group), "measured": len(measured),
                      "paper inside our 95 % interval": inside, "outside": len(measured) - inside,
                      "not measured": len(group) - len(measured)})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.runs import select
+from analysis.runs import one_setting, select
 from raydistill.dc import reference_epochs
 
 PUBLISHED_CSV = Path(__file__).with_name("published.csv")
@@ -61,10 +61,12 @@ def reproduced(diff: float, ours_std: float, published_std: float) -> bool:
     return abs(diff) <= STD_FACTOR * max(ours_std, published_std) or abs(diff) <= BAND_PP
 
 
-def improvement(selected: Pooled, random: Pooled) -> tuple[float, float]:
-    """IOR and its std: the difference of the means, the two spreads added in quadrature (the
-    models of the two sets are trained independently)."""
-    return selected.mean - random.mean, math.hypot(selected.std, random.std)
+def improvement(selected: Pooled, random: Pooled) -> tuple[float, float, float]:
+    """IOR, its standard error and the spread of single-model differences: the difference of the
+    means, sqrt(s1^2/n1 + s2^2/n2), and the two stds added in quadrature (the two sets' models are
+    trained independently; models of one set share it, so the standard error is a lower bound)."""
+    return (selected.mean - random.mean, math.sqrt(selected.std**2 / selected.n + random.std**2 / random.n),
+            math.hypot(selected.std, random.std))
 
 
 def reference_runs(cells: pd.DataFrame) -> pd.DataFrame:
@@ -75,7 +77,7 @@ def reference_runs(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def _runs(runs: pd.DataFrame, dataset: str, ipc: int, method: str, modifier: str) -> pd.DataFrame:
-    return select(runs, dataset=dataset, ipc=ipc, method=method, modifier=modifier)
+    return one_setting(select(runs, dataset=dataset, ipc=ipc, method=method, modifier=modifier))
 
 
 def comparison(cells: pd.DataFrame, published: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -115,6 +117,6 @@ def improvements(cells: pd.DataFrame) -> pd.DataFrame:
             row[f"{label}: accuracy"] = DASH if mine is None else f"{mine.text()} (n={mine.n})"
             if method != "random":
                 ior = None if mine is None or random is None else improvement(mine, random)
-                row[f"{label}: IOR (pp)"] = DASH if ior is None else f"{ior[0]:+.2f} ± {ior[1]:.2f}"
+                row[f"{label}: IOR (pp)"] = DASH if ior is None else f"{ior[0]:+.2f} ± {ior[1]:.2f} (spread {ior[2]:.2f})"
         rows.append(row)
     return pd.DataFrame(rows)

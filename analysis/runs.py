@@ -104,6 +104,19 @@ def select(cells: pd.DataFrame, **equal: object) -> pd.DataFrame:
     return cells[mask]
 
 
+SETTING = ("train_limit", "teacher_epochs", "eval_sets", "eval_runs", "lr", "batch_size", "alpha", "backend")
+
+
+def one_setting(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs that share the most common setting (``SETTING``) among ``runs``: what is pooled as
+    seeds of one cell must differ in the seed only."""
+    columns = [c for c in SETTING if c in runs]
+    if runs.empty or not columns:
+        return runs
+    signature = runs[columns].astype("string").fillna("").agg("|".join, axis=1)
+    return runs[signature == signature.value_counts().index[0]]
+
+
 def paper_method(cells: pd.DataFrame) -> pd.DataFrame:
     """Runs of the paper's method: K-means on grad-L1-modified images under the paper protocol."""
     return select(cells, method="kmeans", modifier="grad-l1", protocol="paper")

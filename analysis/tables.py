@@ -353,8 +353,9 @@ def control_tables(cells: pd.DataFrame) -> list[Table]:
     ior = controls.improvements(cells)
     return [Table("controls", f"Positive controls: {line}", rule, frame.set_index(["dataset", "ipc", "method"])),
             Table("controls_ior", "The paper's sets on the field's protocol: improvement over random real images",
-                  "IOR = acc(set) − acc(random real) in percentage points, std = the two stds in quadrature (DD-Ranking's "
-                  "improvement over random); the shifted K-means uses the paper's teacher (LeNet-5, full training split, "
+                  "IOR = acc(set) − acc(random real) in percentage points (DD-Ranking's improvement over random) ± its "
+                  "standard error sqrt(s1²/n1 + s2²/n2) (a lower bound: the models of one set share it); spread = the two "
+                  "models' stds in quadrature, how far one model of each can differ; the shifted K-means uses the paper's teacher (LeNet-5, full training split, "
                   "200 epochs); every set is evaluated by ConvNet-3 under protocol dc.", ior.set_index(["dataset", "ipc"]))]
 
 

@@ -113,10 +113,15 @@ class TrialConfig:
         """A stable hash of every setting that changes the result (the cell's identity). Settings
         at their default value are left out, so a setting added later (at a default that keeps
         today's behaviour) leaves every existing key, and so every finished cell, as it was; a
-        default is therefore never changed, a new setting is added instead."""
+        default is therefore never changed, a new setting is added instead. A protocol whose
+        arithmetic changes bumps its registered `revision`, which then enters its cells' keys, so
+        that none of them counts as finished by a run of the older arithmetic."""
         defaults = TrialConfig()
         fields = {k: v for k, v in self.to_dict().items()
                   if k not in LOCATION_FIELDS and v != getattr(defaults, k)}
+        revision = PROTOCOLS[self.protocol].meta.get("revision", 0) if self.protocol in PROTOCOLS else 0
+        if revision:
+            fields["protocol_revision"] = revision
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
     def student_key(self) -> str:

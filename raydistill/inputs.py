@@ -29,6 +29,8 @@ TRAIN, TEST, SET, POOL = "training", "test", "distilled", "pool"  # the inputs' 
 SCORED = {"test": TEST, "train": TRAIN, "fit": SET}  # config.score_on -> the context scored on
 SET_TAG = "raydistill.set"  # input tag of the distilled set when several were evaluated: "1 of N"
 DIGEST_CHARS = 12
+UNIQUE_VIOLATION = ("UNIQUE constraint failed", "duplicate key", "Duplicate entry")  # sqlite, PostgreSQL, MySQL
+INPUTS_ERROR = "raydistill.inputs_error"  # run tag: why the inputs could not be logged
 
 
 class ImageSet(NumpyDataset):
@@ -80,8 +82,14 @@ def log(cfg: TrialConfig, data: Dataset, result: TrialResult) -> None:
     scored = SCORED[cfg.score_on]
     contexts = sorted(found, key=lambda context: context != scored)
     tags = [{SET_TAG: f"1 of {cfg.eval_sets}"} if c == SET and cfg.eval_sets > 1 else None for c in contexts]
-    try:
-        mlflow.log_inputs([found[c] for c in contexts], contexts, tags)
-    except MlflowException:  # another run added the same dataset (unique per experiment) meanwhile: it is there now
-        mlflow.log_inputs([found[c] for c in contexts], contexts, tags)
+    for attempt in range(2):
+        try:
+            mlflow.log_inputs([found[c] for c in contexts], contexts, tags)
+            break
+        except MlflowException as err:
+            # another run added the same dataset (unique per experiment) meanwhile: it is there now, so
+            # logging again works; anything else is said in a tag (the cell's metrics stand without it)
+            if attempt or not any(word in str(err) for word in UNIQUE_VIOLATION):
+                mlflow.set_tag(INPUTS_ERROR, f"{type(err).__name__}: {err}"[:5000])
+                break
     mlflow.set_tag(tracking.SCORED_ON, scored)

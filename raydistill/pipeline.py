@@ -25,6 +25,7 @@ from raydistill.teacher import TeacherSnapshot, train_teacher
 from raydistill.train import as_unit
 
 PHASES = ("load", "teacher", "gradients", "modification", "selection", "student")
+SET_SEED_OFFSET = 2_000_003  # the seeds of a trial's second and later distilled sets (set_seeds)
 
 
 @dataclass
@@ -181,9 +182,6 @@ def run_trial(cfg: TrialConfig, data: Dataset | None = None, teacher: TeacherPro
     )
 
 
-SET_SEED_OFFSET = 2_000_003
-
-
 class ModelLog:
     """Model-by-model checkpoints for protocols that evaluate a set with several models (dc): a
     StudentCheckpoint whose `epoch` counts the finished models of the whole trial (every set, in
@@ -203,11 +201,15 @@ class ModelLog:
             if self.resume is not None and self.resume.fingerprint == self.fingerprint:
                 self.records = list(self.resume.scorer_state["models"])
                 self.reused, self.earlier = len(self.records), self.resume.seconds
+                self.save()  # kept again at once: the attempt it came from may be dropped
         student.models_done = self.records[index * runs:(index + 1) * runs]
         student.on_model = self.add
 
     def add(self, record: dict) -> None:
         self.records.append(record)
+        self.save()
+
+    def save(self) -> None:
         if self.keep is not None:
             seconds = self.earlier + time.perf_counter() - self.start
             self.keep(StudentCheckpoint(len(self.records), {}, {}, {"models": list(self.records)}, seconds,

@@ -285,8 +285,7 @@ def dc_model(cfg: TrialConfig, data: Dataset, student: StudentData, seed: int, p
 
 def combine(evaluations: list[Evaluation]) -> Evaluation:
     """One evaluation of several sets: metrics over every model of every set; the first set's
-    probabilities, curves and resume facts (several sets are only evaluated by protocols that
-    keep no checkpoints)."""
+    probabilities and curves (the pipeline's ModelLog sets the resume facts of the whole trial)."""
     if len(evaluations) == 1:
         return evaluations[0]
     first = evaluations[0]
@@ -307,8 +306,9 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
+# revision: bumped when a protocol's arithmetic changes (it enters the cells' keys; 0 leaves them out)
 PROTOCOLS.add("paper", "the paper's: a fresh model of --model, Adam lr 1e-3, batch 32, --student-epochs, one init; "
-              "takes the forensics knobs", evaluate_paper, forensics=True, sets=False)
+              "takes the forensics knobs", evaluate_paper, forensics=True, sets=False, revision=0)
 PROTOCOLS.add("dc", "the field's, as the DC reference code: ConvNet-3, SGD 0.01 momentum 0.9 wd 5e-4, batch 256, "
               "epochs+1 passes, lr x0.1 halfway, MNIST augmented; --eval-sets x --eval-runs models", evaluate_dc,
-              forensics=False, sets=True)
+              forensics=False, sets=True, revision=0)

@@ -34,9 +34,10 @@ def test_pooling_runs_gives_the_mean_and_sample_std_of_all_their_models():
     assert pooled.mean == pytest.approx(every.mean()) and pooled.std == pytest.approx(every.std(ddof=1))
 
 
-def test_the_improvement_over_random_is_the_difference_with_the_spreads_in_quadrature():
-    ior, spread = controls.improvement(controls.Pooled(80.0, 3.0, 10), controls.Pooled(75.5, 4.0, 10))
+def test_the_improvement_over_random_is_the_difference_with_its_standard_error_and_spread():
+    ior, error, spread = controls.improvement(controls.Pooled(80.0, 3.0, 10), controls.Pooled(75.5, 4.0, 10))
     assert ior == pytest.approx(4.5) and spread == pytest.approx(5.0)
+    assert error == pytest.approx(math.sqrt(9 / 10 + 16 / 10))
 
 
 @pytest.mark.parametrize("diff,ours,published,expected", [
@@ -82,7 +83,15 @@ def test_the_improvement_table_sets_each_selection_against_random_real_images():
         one_run([0.50, 0.56], dataset="mnist", ipc=1, student_epochs=1000, method="kmeans", modifier="grad-l1"),
     )
     row = controls.improvements(cells).iloc[0]
-    spread = math.hypot(100 * np.std([0.70, 0.72], ddof=1), 100 * np.std([0.60, 0.64], ddof=1))
-    assert row["plain K-means: IOR (pp)"] == f"+9.00 ± {spread:.2f}"
+    s1, s2 = 100 * np.std([0.70, 0.72], ddof=1), 100 * np.std([0.60, 0.64], ddof=1)
+    error, spread = math.sqrt(s1**2 / 2 + s2**2 / 2), math.hypot(s1, s2)
+    assert row["plain K-means: IOR (pp)"] == f"+9.00 ± {error:.2f} (spread {spread:.2f})"
     assert row["the paper's shifted K-means: IOR (pp)"].startswith("-9.00 ± ")
     assert row["random real: accuracy"].endswith("(n=2)")
+
+
+def test_runs_pooled_as_seeds_share_every_other_setting():
+    cell = {"dataset": "mnist", "ipc": 10, "method": "random", "modifier": "none", "student_epochs": 1000}
+    other = {**one_run([0.10, 0.12], **cell), "eval_sets": 1, "eval_runs": 2}  # another setting: not a seed of it
+    frame = runs_of(one_run([0.90, 0.92], **cell), one_run([0.94, 0.96], **cell), other)
+    assert controls.pooled(controls._runs(controls.reference_runs(frame), "mnist", 10, "random", "none")).n == 4

@@ -170,3 +170,17 @@ def test_a_dataset_another_run_added_meanwhile_does_not_fail_the_cell(store, cel
     second, _ = logged(store, cfg, data, result)
     assert len(calls) == 2
     assert {c: i.dataset.digest for c, i in second.items()} == {c: i.dataset.digest for c, i in first.items()}
+
+
+def test_an_input_that_cannot_be_logged_is_said_in_a_tag_and_does_not_fail_the_cell(store, cell, monkeypatch):
+    cfg, data, result = cell
+    calls = []
+
+    def broken(self, run_id, datasets=None, models=None):
+        calls.append(run_id)
+        raise MlflowException("the store is read-only")
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", broken)
+    _, tags = logged(store, cfg, data, result)
+    assert len(calls) == 1 and "the store is read-only" in tags[inputs.INPUTS_ERROR]
+    assert tags["raydistill.scored_on"] == "test"

@@ -91,3 +91,28 @@ def test_the_readme_tables_are_the_registries():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme.split("<!-- registry:start -->\n", 1)[1].split("\n<!-- registry:end -->", 1)[0]
     assert block == markdown()
+
+
+def test_a_cell_key_hashes_the_settings_off_their_defaults_and_a_protocol_revision():
+    import hashlib
+    import json
+
+    from raydistill.config import TrialConfig
+    from raydistill.registry import PROTOCOLS
+
+    def expected(fields: dict) -> str:  # the documented rule, written out
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+    cfg = TrialConfig(dataset="mnist", ipc=50, data_root="/somewhere", seed=0)  # seed 0 and the root: defaults, location
+    assert cfg.key() == expected({"dataset": "mnist", "ipc": 50})
+    assert TrialConfig().key() == expected({})  # a setting added at its default leaves every key as it was
+    assert cfg.replace(eval_sets=1).key() == cfg.key() and cfg.replace(eval_sets=2, protocol="dc").key() != cfg.key()
+    entry = PROTOCOLS["dc"]
+    dc = cfg.replace(protocol="dc")
+    before = dc.key()
+    object.__setattr__(entry, "meta", {**entry.meta, "revision": 1})
+    try:
+        assert dc.key() == expected({"dataset": "mnist", "ipc": 50, "protocol": "dc", "protocol_revision": 1}) != before
+    finally:
+        object.__setattr__(entry, "meta", {**entry.meta, "revision": 0})
+    assert dc.key() == before

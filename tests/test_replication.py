@@ -53,9 +53,10 @@ def test_the_report_sets_each_claim_beside_ours_with_its_interval_and_verdict(st
     paths = replication.write(store, tmp_path / "report", readme)
     md = (tmp_path / "report" / "REPORT.md").read_text(encoding="utf-8")
     assert paths[0].name == "REPORT.md" and paths[1].name == "report.html"
-    # LeNet: 72.00 ± 2.00 over 3 seeds; t(0.975, 2) = 4.303: 67.03 - 76.97; the paper's 99.36 lies outside
-    assert "| mnist | lenet | distilled, ipc 10 | 200 | 99.36 | 72.00 ± 2.00 | 3 | 67.03 – 76.97 (t over seeds) | outside (ours lower by 27.36 pp) |" in md
-    assert "97.51 | 97.50 | 1 |" in md and "(binomial, n = 1) | inside |" in md
+    # LeNet: 72.00 ± 2.00 over 3 seeds; one run: 72 ± 4.303 x 2 x sqrt(4/3) = 62.06 - 81.94; 99.36 lies outside
+    assert ("| mnist | lenet | distilled, ipc 10 | 200 | 99.36 | 72.00 ± 2.00 | 3 | 62.06 – 81.94 (prediction, t over "
+            "seeds) | outside (ours lower by 27.36 pp) |") in md
+    assert "97.51 | 97.50 | 1 |" in md and "(binomial, n = 1) | inside (n = 1: test-set sampling only) |" in md
     assert "not measured: ResNet-34 is GPU-sized" in md and "not measured: no byte-exact copy of CIFAR-10" in md
     assert "99.93% on mnist" in md and "1000 epochs were not run" in md
     # controls: random 94.80 ± 0.90 (n = 10) vs 95.1 ± 0.9: reproduced; IOR of plain K-means +1.20
@@ -72,7 +73,7 @@ def test_the_report_sets_each_claim_beside_ours_with_its_interval_and_verdict(st
     assert md.count("left out by the cost rule") == 2
     summary = readme.read_text(encoding="utf-8")
     assert "old" not in summary and summary.endswith("\nafter\n")
-    assert "| mnist | lenet | distilled, ipc 10 | 200 | 99.36 | 72.00 ± 2.00 | 3 |" in summary  # seeded claims only
+    assert "| mnist | lenet | distilled, ipc 10 | 200 | 99.36 | 72.00 ± 2.00 | 3 | 62.06 – 81.94" in summary  # seeded only
     assert "97.51 | 97.50" not in summary
 
 

@@ -238,7 +238,7 @@ def _tune(name: str, todo: Sequence[Cell], twin_keys: dict[str, list[str]], data
         gpus = ray.cluster_resources().get("GPU", 0) > 0
         ctx = {"tracking_uri": uri, "experiment_id": experiment_id, "sweep": name, "sweep_run_id": sweep_run_id,
                "results_dir": str(results), "git_commit": git_commit()}
-        cell_priorities = priorities(list(todo), datasets)
+        cell_priorities = priorities(list(todo), datasets, options.seeds[0])
         first = teacher_priorities(todo, cell_priorities)
         teacher_configs = [(job, _teacher_config(job, gpus, done[job.key], first[job.key])) for job in jobs.values()
                            if set(job.milestones) - done[job.key]]
@@ -313,7 +313,7 @@ def _teacher_config(job: TeacherJob, gpus: bool, done: set[int], priority: int =
                     "resources": resources(job.config, gpus)}}
 
 
-def priorities(cells: list[Cell], datasets: dict[str, Dataset]) -> list[int]:
+def priorities(cells: list[Cell], datasets: dict[str, Dataset], first_seed: int | None = None) -> list[int]:
     """Each cell's priority (lower goes first): by tier, then grid order, each cell at an odd
     number so that its teacher (see teacher_priorities) fits just before the first of its cells.
     Tier 0: honest cells of the sweep's first seed; tier 1: honest cells of the other seeds;
@@ -321,8 +321,8 @@ def priorities(cells: list[Cell], datasets: dict[str, Dataset]) -> list[int]:
     hypothesis's cells, cheapest first. A sweep stopped early has its reference cells (a row's
     cells soon after its teacher, not after every teacher), then their seeds, then every hypothesis
     measured on as many cells as the time allowed."""
-    honest_seeds = [c.config.seed for c in cells if not c.config.is_forensics]
-    first_seed = min(honest_seeds, default=0)
+    if first_seed is None:  # the sweep's first seed (--seeds' first), else the smallest honest one
+        first_seed = min((c.config.seed for c in cells if not c.config.is_forensics), default=0)
     tiers = [0 if c.config.seed == first_seed else 1 for c in cells]
     seen: dict[str, int] = {}
     forensics = [i for i, c in enumerate(cells) if c.config.is_forensics]
