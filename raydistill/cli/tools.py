@@ -1,4 +1,4 @@
-"""`raydistill tables | report | audit | ui | server`: what a researcher does around the sweeps."""
+"""`raydistill tables | report | audit | ui | server | export | restore`: what a researcher does around the sweeps."""
 
 from __future__ import annotations
 
@@ -39,6 +39,50 @@ def add_parsers(sub) -> None:
     p.add_argument("--port", type=int, default=5000, help="port")
     p.add_argument("--root", type=Path, default=Path("mlflow-server"), help="folder for the database and artifacts")
     p.set_defaults(handler=handle_server)
+
+    p = sub.add_parser("export", help="write an experiment's finished runs to a JSON-lines file (to commit results "
+                       "that must outlive their MLflow store)",
+                       description="Write the sweep runs and FINISHED cell runs of --experiment (params, tags, "
+                       "latest metrics, per-model accuracies; no artifacts) to OUT, one JSON line per run.")
+    p.add_argument("out", type=Path, help="the file to write, e.g. results/paper-settings/mlflow-runs.jsonl")
+    p.add_argument("--experiment", required=True, help="the MLflow experiment (the sweep's grid name)")
+    p.add_argument("--results", type=Path, default=Path("results"), help="the sweeps' --results folder")
+    p.set_defaults(handler=handle_export)
+
+    p = sub.add_parser("restore", help="put an export's runs back into a store (before resuming the sweep)",
+                       description="Restore the runs of an export into --experiment of the store under --results "
+                       "(created when missing); runs already there are skipped, so restoring twice is harmless. "
+                       "A sweep resumed afterwards skips the restored cells.")
+    p.add_argument("file", type=Path, help="a file written by `raydistill export`")
+    p.add_argument("--experiment", required=True, help="the MLflow experiment to restore into")
+    p.add_argument("--results", type=Path, default=Path("results"), help="the sweeps' --results folder")
+    p.set_defaults(handler=handle_restore)
+
+
+def handle_export(args: argparse.Namespace) -> int:
+    from raydistill.archive import export_runs
+    from raydistill.tracking import local_store
+
+    if not (args.results / "mlflow.db").is_file():
+        raise ConfigError(f"no MLflow store at {args.results / 'mlflow.db'}; give the sweeps' --results folder")
+    count = export_runs(local_store(args.results), args.experiment, args.out)
+    print(f"{count} runs of {args.experiment!r} written to {args.out}")
+    return 0
+
+
+def handle_restore(args: argparse.Namespace) -> int:
+    from raydistill.archive import import_runs, read_records
+    from raydistill.tracking import init_store, local_store
+
+    read_records(args.file)  # a bad file says so before a store is created
+    if args.results.exists() and not args.results.is_dir():
+        raise ConfigError(f"--results {args.results} is a file; give a folder")
+    args.results.mkdir(parents=True, exist_ok=True)
+    uri = local_store(args.results)
+    init_store(uri)
+    restored, present = import_runs(uri, args.experiment, args.file, args.results / "mlartifacts")
+    print(f"{restored} runs restored into {args.experiment!r} ({present} already there)")
+    return 0
 
 
 def handle_tables(args: argparse.Namespace) -> int:

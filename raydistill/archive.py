@@ -1,0 +1,108 @@
+"""An experiment's finished runs as JSON lines, and back into a store: results that outlive the
+MLflow database they were logged to (a store is not committed; this text is). A record keeps a
+run's name, status, times, params, tags and latest metrics (with the per-model history of multi-
+model cells); artifacts stay behind, and so does what names the machine (the data root's path,
+MLflow's source file and user). A restored cell counts as finished, so a sweep resumed on the
+restored store skips it; a record already in the store (same original run id, or a finished cell
+with the same key) is not restored twice."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from raydistill.errors import ConfigError
+from raydistill.tracking import CELL_KEY, ROLE, ensure_experiment, finished_cells, search
+
+ROLES = ("sweep", "cell")  # a sweep's provenance (machine, params) and its cells; teachers stay behind
+HISTORIES = ("accuracy_model",)  # metrics whose every step is a result (one per evaluation model)
+RESTORED = "raydistill.restored_from"  # tag of a restored run: its original run id
+FORMAT = 1
+LEFT_OUT_PARAMS = ("data_root",)
+LEFT_OUT_TAGS = ("mlflow.source.", "mlflow.user", "mlflow.log-model")  # prefixes
+
+
+def record(client: MlflowClient, run: mlflow.entities.Run) -> dict:
+    """One run as a JSON-ready dict."""
+    histories = {name: [[m.step, m.value, m.timestamp] for m in client.get_metric_history(run.info.run_id, name)]
+                 for name in HISTORIES if name in run.data.metrics}
+    return {"format": FORMAT, "run_id": run.data.tags.get(RESTORED, run.info.run_id), "run_name": run.info.run_name,
+            "status": run.info.status, "start_time": run.info.start_time, "end_time": run.info.end_time,
+            "params": {k: v for k, v in run.data.params.items() if k not in LEFT_OUT_PARAMS},
+            "metrics": run.data.metrics, "histories": histories,
+            "tags": {k: v for k, v in run.data.tags.items() if k != RESTORED and not k.startswith(LEFT_OUT_TAGS)}}
+
+
+def export_runs(uri: str, experiment: str, path: Path) -> int:
+    """Write the experiment's sweep runs and FINISHED cell runs to `path` (JSON lines, oldest
+    first); returns how many."""
+    found = MlflowClient(uri).get_experiment_by_name(experiment)
+    if found is None:
+        raise ConfigError(f"no MLflow experiment {experiment!r} in {uri}")
+    client = MlflowClient(uri)
+    runs = [r for role in ROLES for r in search(uri, found.experiment_id, role)
+            if role == "sweep" or r.info.status == "FINISHED"]
+    runs.sort(key=lambda r: (r.info.start_time or 0, r.info.run_id))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(record(client, run), sort_keys=True) for run in runs]
+    path.write_text("".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def read_records(path: Path) -> list[dict]:
+    """The records of an export, checked before anything is written to a store."""
+    if not path.is_file():
+        raise ConfigError(f"no run export at {path}")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}:{number}: not a JSON line ({err.msg})") from None
+        if not isinstance(rec, dict) or rec.get("format") != FORMAT or rec.get("tags", {}).get(ROLE) not in ROLES:
+            raise ConfigError(f"{path}:{number}: not a raydistill run record (format {FORMAT}, role sweep or cell)")
+        records.append(rec)
+    return records
+
+
+def import_runs(uri: str, experiment: str, path: Path, artifact_root: Path | None = None) -> tuple[int, int]:
+    """Restore an export's runs into `experiment` (created when missing); returns (restored,
+    already there)."""
+    records = read_records(path)
+    experiment_id = ensure_experiment(uri, experiment, artifact_root)
+    client = MlflowClient(uri)
+    present = {r.data.tags.get(RESTORED, r.info.run_id) for role in ROLES for r in search(uri, experiment_id, role)}
+    done = set(finished_cells(uri, experiment_id))
+    restored = 0
+    for rec in records:
+        if rec["run_id"] in present or rec["tags"].get(CELL_KEY, "") in done:
+            continue
+        _restore(client, experiment_id, rec)
+        restored += 1
+    return restored, len(records) - restored
+
+
+def _restore(client: MlflowClient, experiment_id: str, rec: dict) -> None:
+    tags = {**rec["tags"], RESTORED: rec["run_id"]}
+    run_id = client.create_run(experiment_id, start_time=rec["start_time"], run_name=rec["run_name"]).info.run_id
+    stamp = rec["end_time"] or rec["start_time"] or 0
+    metrics = [Metric(k, v, stamp, 0) for k, v in rec["metrics"].items() if k not in rec["histories"]]
+    metrics += [Metric(k, value, timestamp, step) for k, steps in rec["histories"].items()
+                for step, value, timestamp in steps]
+    for chunk in _chunks(metrics, 1000):
+        client.log_batch(run_id, metrics=chunk)
+    for chunk in _chunks([Param(k, v) for k, v in rec["params"].items()], 100):
+        client.log_batch(run_id, params=chunk)
+    for chunk in _chunks([RunTag(k, v) for k, v in tags.items()], 100):
+        client.log_batch(run_id, tags=chunk)
+    # a sweep still running when exported runs nowhere once restored
+    client.set_terminated(run_id, "KILLED" if rec["status"] == "RUNNING" else rec["status"], end_time=rec["end_time"])
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    return (items[i:i + size] for i in range(0, len(items), size))

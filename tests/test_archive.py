@@ -1,0 +1,96 @@
+"""An export of an experiment's runs restores into an empty store as the same finished cells
+(what the tables read and what a resumed sweep skips), once, and without the machine's paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from analysis.runs import load_cells
+from raydistill import tracking
+from raydistill.archive import export_runs, import_runs
+from raydistill.errors import ConfigError
+
+CELL = {"dataset": "mnist", "model": "lenet", "method": "random", "modifier": "none", "ipc": "10",
+        "student_epochs": "1000", "seed": "0", "protocol": "dc", "eval_sets": "5", "eval_runs": "2",
+        "data_root": "/some/machine/datasets"}
+
+
+def _cell(client: MlflowClient, eid: str, key: str, status: str, accuracies: list[float]) -> str:
+    run = client.create_run(eid, run_name=f"cell-{key}", tags={tracking.ROLE: "cell", tracking.CELL_KEY: key,
+                                                               "mlflow.source.name": "/some/machine/worker.py"})
+    for name, value in CELL.items():
+        client.log_param(run.info.run_id, name, value)
+    for step, value in enumerate(accuracies):
+        client.log_metric(run.info.run_id, "accuracy_model", value, step=step)
+    if accuracies:
+        client.log_metric(run.info.run_id, "accuracy", sum(accuracies) / len(accuracies))
+    client.set_terminated(run.info.run_id, status)
+    return run.info.run_id
+
+
+@pytest.fixture()
+def source(tmp_path: Path) -> str:
+    uri = f"sqlite:///{tmp_path}/source.db"
+    tracking.init_store(uri)
+    client = MlflowClient(uri)
+    eid = tracking.ensure_experiment(uri, "controls", tmp_path / "artifacts")
+    sweep = client.create_run(eid, run_name="controls", tags={tracking.ROLE: "sweep", tracking.SWEEP: "controls",
+                                                              tracking.MACHINE: "cpu X, cores 2"})  # still RUNNING
+    client.log_param(sweep.info.run_id, "cells", "16")
+    _cell(client, eid, "a" * 16, "FINISHED", [0.91, 0.93, 0.95])
+    _cell(client, eid, "b" * 16, "FAILED", [])
+    _cell(client, eid, "c" * 16, "KILLED", [0.5])  # an interrupted attempt: its work is not a result
+    teacher = client.create_run(eid, tags={tracking.ROLE: "teacher"})
+    client.set_terminated(teacher.info.run_id, "FINISHED")
+    return uri
+
+
+def test_an_export_restores_as_the_same_finished_cells_once(source: str, tmp_path: Path) -> None:
+    path = tmp_path / "runs.jsonl"
+    assert export_runs(source, "controls", path) == 2  # the sweep and the one finished cell
+    text = path.read_text()
+    assert "/some/machine" not in text  # no machine's path is committed with the results
+    target = f"sqlite:///{tmp_path}/target.db"
+    tracking.init_store(target)
+    assert import_runs(target, "controls", path, tmp_path / "art") == (2, 0)
+    assert import_runs(target, "controls", path, tmp_path / "art") == (0, 2)
+
+    eid = MlflowClient(target).get_experiment_by_name("controls").experiment_id
+    assert set(tracking.finished_cells(target, eid)) == {"a" * 16}  # what a resumed sweep skips
+    old, new = load_cells("controls", source), load_cells("controls", target)
+    columns = ["dataset", "model", "method", "ipc", "seed", "accuracy", "tags.raydistill.cell_key", "start_time"]
+    assert new[columns].equals(old[columns])
+    run = MlflowClient(target).get_run(new["run_id"][0])
+    history = MlflowClient(target).get_metric_history(run.info.run_id, "accuracy_model")
+    assert [(m.step, m.value) for m in history] == [(0, 0.91), (1, 0.93), (2, 0.95)]
+    assert "data_root" not in run.data.params and run.data.params["ipc"] == "10"
+    sweeps = tracking.search(target, eid, "sweep")
+    assert len(sweeps) == 1 and sweeps[0].info.status == "KILLED"  # it runs nowhere once restored
+    assert sweeps[0].data.tags[tracking.MACHINE] == "cpu X, cores 2"
+
+
+def test_a_store_that_finished_the_cell_itself_keeps_its_own_run(source: str, tmp_path: Path) -> None:
+    path = tmp_path / "runs.jsonl"
+    export_runs(source, "controls", path)
+    target = f"sqlite:///{tmp_path}/target.db"
+    tracking.init_store(target)
+    eid = tracking.ensure_experiment(target, "controls", tmp_path / "art")
+    mine = _cell(MlflowClient(target), eid, "a" * 16, "FINISHED", [0.5])
+    assert import_runs(target, "controls", path) == (1, 1)  # only the sweep run is new
+    assert tracking.finished_cells(target, eid)["a" * 16].info.run_id == mine
+
+
+@pytest.mark.parametrize("line, says", [("{not json", "not a JSON line"),
+                                        ('{"format": 1, "tags": {"raydistill.role": "teacher"}}', "not a raydistill"),
+                                        ('{"format": 9, "tags": {"raydistill.role": "cell"}}', "not a raydistill")])
+def test_a_bad_export_is_refused_before_the_store_is_touched(tmp_path: Path, line: str, says: str) -> None:
+    path = tmp_path / "runs.jsonl"
+    path.write_text(line + "\n")
+    target = f"sqlite:///{tmp_path}/target.db"
+    tracking.init_store(target)
+    with pytest.raises(ConfigError, match=f"runs.jsonl:1: {says}"):
+        import_runs(target, "controls", path)
+    assert MlflowClient(target).get_experiment_by_name("controls") is None
