@@ -23,6 +23,7 @@ ROLES = ("sweep", "cell")  # a sweep's provenance (machine, params) and its cell
 HISTORIES = ("accuracy_model",)  # metrics whose every step is a result (one per evaluation model)
 RESTORED = "raydistill.restored_from"  # tag of a restored run: its original run id
 FORMAT = 1
+FILE = "mlflow-runs.jsonl"  # a sweep's export: RESULTS/<sweep name>/FILE, restored when the sweep starts
 LEFT_OUT_PARAMS = ("data_root",)
 LEFT_OUT_TAGS = ("mlflow.source.", "mlflow.user", "mlflow.log-model")  # prefixes
 
@@ -70,10 +71,13 @@ def read_records(path: Path) -> list[dict]:
     return records
 
 
-def import_runs(uri: str, experiment: str, path: Path, artifact_root: Path | None = None) -> tuple[int, int]:
-    """Restore an export's runs into `experiment` (created when missing); returns (restored,
-    already there)."""
-    records = read_records(path)
+def sweep_file(results: Path, name: str) -> Path:
+    return results / name / FILE
+
+
+def import_runs(uri: str, experiment: str, records: list[dict], artifact_root: Path | None = None) -> tuple[int, int]:
+    """Restore the records (read_records) into `experiment` (created when missing); returns
+    (restored, already there)."""
     experiment_id = ensure_experiment(uri, experiment, artifact_root)
     client = MlflowClient(uri)
     present = {r.data.tags.get(RESTORED, r.info.run_id) for role in ROLES for r in search(uri, experiment_id, role)}

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.runs import load_cells
 from raydistill import tracking
-from raydistill.archive import export_runs, import_runs
+from raydistill.archive import export_runs, import_runs, read_records
 from raydistill.errors import ConfigError
 
 CELL = {"dataset": "mnist", "model": "lenet", "method": "random", "modifier": "none", "ipc": "10",
@@ -55,8 +55,8 @@ def test_an_export_restores_as_the_same_finished_cells_once(source: str, tmp_pat
     assert "/some/machine" not in text  # no machine's path is committed with the results
     target = f"sqlite:///{tmp_path}/target.db"
     tracking.init_store(target)
-    assert import_runs(target, "controls", path, tmp_path / "art") == (2, 0)
-    assert import_runs(target, "controls", path, tmp_path / "art") == (0, 2)
+    assert import_runs(target, "controls", read_records(path), tmp_path / "art") == (2, 0)
+    assert import_runs(target, "controls", read_records(path), tmp_path / "art") == (0, 2)
 
     eid = MlflowClient(target).get_experiment_by_name("controls").experiment_id
     assert set(tracking.finished_cells(target, eid)) == {"a" * 16}  # what a resumed sweep skips
@@ -79,7 +79,7 @@ def test_a_store_that_finished_the_cell_itself_keeps_its_own_run(source: str, tm
     tracking.init_store(target)
     eid = tracking.ensure_experiment(target, "controls", tmp_path / "art")
     mine = _cell(MlflowClient(target), eid, "a" * 16, "FINISHED", [0.5])
-    assert import_runs(target, "controls", path) == (1, 1)  # only the sweep run is new
+    assert import_runs(target, "controls", read_records(path)) == (1, 1)  # only the sweep run is new
     assert tracking.finished_cells(target, eid)["a" * 16].info.run_id == mine
 
 
@@ -92,5 +92,19 @@ def test_a_bad_export_is_refused_before_the_store_is_touched(tmp_path: Path, lin
     target = f"sqlite:///{tmp_path}/target.db"
     tracking.init_store(target)
     with pytest.raises(ConfigError, match=f"runs.jsonl:1: {says}"):
-        import_runs(target, "controls", path)
+        import_runs(target, "controls", read_records(path))
     assert MlflowClient(target).get_experiment_by_name("controls") is None
+
+
+def test_a_sweep_with_a_bad_export_says_so_in_one_line_before_any_work(tmp_path: Path, capsys) -> None:
+    from conftest import make_mnist_like
+    from raydistill.cli import main
+
+    data = make_mnist_like(tmp_path / "data", folder="FashionMNIST")
+    results = tmp_path / "results"
+    (results / "smoke").mkdir(parents=True)
+    (results / "smoke" / "mlflow-runs.jsonl").write_text('{"format": 1, "tags": {}}\n')
+    code = main(["sweep", "paper-grid", "--smoke", "--data-root", str(data), "--results", str(results)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "mlflow-runs.jsonl:1: not a raydistill run record" in lines[0]
+    assert not (results / "mlflow.db").exists()  # nothing was created, nothing trained

@@ -86,6 +86,20 @@ def test_running_the_same_command_again_reruns_nothing(smoke, fashion_tiny):
     assert "5/5 cells finished (0 in this run, 5 earlier)" in again.stderr
 
 
+def test_the_committed_export_alone_continues_the_sweep_on_a_new_store(smoke, fashion_tiny, tmp_path):
+    results, _ = smoke
+    export = results / "smoke" / "mlflow-runs.jsonl"  # written by the sweep as it ended
+    fresh = tmp_path / "elsewhere"
+    (fresh / "smoke").mkdir(parents=True)
+    shutil.copy(export, fresh / "smoke" / export.name)  # what a clone of the repository carries: no store
+    proc = run(sweep_command(fashion_tiny, fresh, "--no-tables"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "5/5 cells finished (0 in this run, 5 earlier)" in proc.stderr and "6 runs restored" in proc.stderr
+    accuracy = {r.data.tags["raydistill.cell_key"]: r.data.metrics["accuracy"] for r in runs(results, "cell")}
+    assert {r.data.tags["raydistill.cell_key"]: r.data.metrics["accuracy"] for r in runs(fresh, "cell")} == accuracy
+    assert not runs(fresh, "teacher")  # nothing was trained again
+
+
 def test_changing_a_fixed_setting_under_the_same_name_runs_new_cells(smoke, fashion_tiny, tmp_path):
     results = tmp_path / "copy"
     shutil.copytree(smoke[0], results)

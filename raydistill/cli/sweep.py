@@ -103,8 +103,11 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     outcome = run_sweep(grid, options, console=say)
     earlier = len(outcome.reused)
+    if outcome.restored:
+        say(f"{outcome.restored} runs restored from {outcome.exported} (finished on another store)")
     say(f"{len(outcome.finished)}/{len(outcome.cells)} cells finished ({len(outcome.finished) - earlier} in this run, "
-        f"{earlier} earlier); MLflow experiment {outcome.name!r} at {outcome.uri}")
+        f"{earlier} earlier); MLflow experiment {outcome.name!r} at {outcome.uri}; finished runs exported to "
+        f"{outcome.exported} (commit it to keep them beyond this store)")
     for name, error in outcome.failed.items():
         say(f"failed: {name}: {error}")
     if outcome.unfinished:

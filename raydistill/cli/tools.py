@@ -74,13 +74,13 @@ def handle_restore(args: argparse.Namespace) -> int:
     from raydistill.archive import import_runs, read_records
     from raydistill.tracking import init_store, local_store
 
-    read_records(args.file)  # a bad file says so before a store is created
+    records = read_records(args.file)  # a bad file says so before a store is created
     if args.results.exists() and not args.results.is_dir():
         raise ConfigError(f"--results {args.results} is a file; give a folder")
     args.results.mkdir(parents=True, exist_ok=True)
     uri = local_store(args.results)
     init_store(uri)
-    restored, present = import_runs(uri, args.experiment, args.file, args.results / "mlartifacts")
+    restored, present = import_runs(uri, args.experiment, records, args.results / "mlartifacts")
     print(f"{restored} runs restored into {args.experiment!r} ({present} already there)")
     return 0
 

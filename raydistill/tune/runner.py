@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ray.tune.stopper import Stopper
 
-from raydistill import tracking
+from raydistill import archive, tracking
 from raydistill.config import ConfigError, TrialConfig
 from raydistill.data import Dataset
 from raydistill.device import machine
@@ -49,6 +49,8 @@ class SweepOutcome:
     unfinished: list[str] = field(default_factory=list)
     interrupted: bool = False
     sweep_run_id: str | None = None
+    restored: int = 0  # runs put back from the sweep's export (raydistill.archive) when it started
+    exported: Path | None = None  # where its finished runs were written when it ended
 
     @property
     def complete(self) -> bool:
@@ -192,11 +194,14 @@ def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None,
         uri = absolute(uri)
     check_address(*cluster_address(options))
     check_results_dir(results)
+    export = archive.sweep_file(results, name)
+    records = archive.read_records(export) if export.is_file() else []  # a bad file says so before any work
     with FileLock(results / ".locks" / f"{name}.lock", f"sweep {name!r} in {results}"), Interrupt(console) as stop:
         datasets = load_and_check(cells)
         tracking.init_store(uri)
         experiment_id = tracking.ensure_experiment(uri, name, results / "mlartifacts")
         outcome = SweepOutcome(name, uri, cells)
+        outcome.restored = archive.import_runs(uri, name, records, results / "mlartifacts")[0] if records else 0
         finished = tracking.finished_cells(uri, experiment_id)
         outcome.reused = [c.name for c in cells if c.key in finished]
         todo = [c for c in cells if c.key not in finished]
@@ -210,6 +215,8 @@ def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None,
         finally:
             outcome.interrupted = stop.set
             _settle(outcome, experiment_id)
+            archive.export_runs(uri, name, export)
+            outcome.exported = export
     return outcome
 
 
