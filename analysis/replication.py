@@ -27,6 +27,7 @@ from analysis.paper import load_paper
 from analysis.runs import COMMANDS as RUN_COMMANDS
 from analysis.runs import load_cells
 from analysis.tables import Table, control_tables, flat, markdown, run_list
+from raydistill.archive import FILE, RESTORED
 from raydistill.tracking import MACHINE
 
 PAPER = ('"Image Distillation with the Machine-Learned Gradient of the Loss Function and the K-Means Method" '
@@ -161,7 +162,9 @@ def provenance(uri: str, frames: dict[str, pd.DataFrame], names: dict[str, str])
             f"- `{name}` ({EXPERIMENTS[role]}): `{COMMANDS[role]}` (the same command continues it)",
             f"  - {len(cells)} finished honest cell runs, started {cells['start_time'].min():%Y-%m-%d %H:%M} to "
             f"{cells['start_time'].max():%Y-%m-%d %H:%M} UTC, the last ended {ends.max():%Y-%m-%d %H:%M} UTC; "
-            f"their own time {cells['time_total_s'].sum() / 3600:.1f} h (teachers not counted)",
+            f"their own time {cells['time_total_s'].sum() / 3600:.1f} h (teachers not counted)"
+            + (f"; {restored} of them restored from the sweep's committed export (`{FILE}`), measured on an earlier "
+               "store" if (restored := int(cells.get(f"tags.{RESTORED}", pd.Series(dtype=str)).notna().sum())) else ""),
             f"  - seeds: {counts['seed']}; git commits: {counts['tags.git_commit']}",
             f"  - device (tag): {counts['tags.device']}; machine (sweep tag): {machine}",
         ]

@@ -42,7 +42,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
          **PAPER, student_epochs="200", seed="0", score_on="fit")
     controls = client.create_experiment("controls", artifact_location=(tmp / "c").as_uri())
     for method, modifier, accuracy, std in (("random", "none", 0.948, 0.009), ("kmeans", "none", 0.96, 0.004)):
-        _run(client, controls, {"accuracy": accuracy, "accuracy_std": std}, **DC, dataset="mnist",
+        restored = {"raydistill.restored_from": "0" * 32} if method == "random" else {}  # as `raydistill restore` tags
+        _run(client, controls, {"accuracy": accuracy, "accuracy_std": std}, restored, **DC, dataset="mnist",
              dataset_label="mnist", ipc="10", method=method, modifier=modifier, student_epochs="1000", seed="0")
     return uri
 
@@ -68,6 +69,8 @@ def test_the_report_sets_each_claim_beside_ours_with_its_interval_and_verdict(st
             "`score_on=fit`, is 0.36 pp off on average over 1 printed cells") in md
     assert "Every finished forensics run (hypotheses, not results)" in md
     assert "machine (sweep tag): cpu AMD EPYC, cores 2" in md and "abc1234 (n=4)" in md
+    assert "2 finished honest cell runs" in md and "; 1 of them restored from the sweep's committed export" in md
+    assert md.count("restored from the sweep's committed export") == 1  # paper-settings has none
     # the grids' cells are listed until a run with their key finishes (these hand-made runs have other keys)
     assert "- `paper-settings`: 0 of 360 cells finished" in md and "- `controls`: 0 of 18 cells finished" in md
     assert md.count("left out by the cost rule") == 2
