@@ -9,6 +9,7 @@ with the same key) is not restored twice."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -51,7 +52,9 @@ def export_runs(uri: str, experiment: str, path: Path) -> int:
     runs.sort(key=lambda r: (r.info.start_time or 0, r.info.run_id))
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps(record(client, run), sort_keys=True) for run in runs]
-    path.write_text("".join(line + "\n" for line in lines))
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text("".join(line + "\n" for line in lines))
+    os.replace(partial, path)  # a stop mid-write leaves the previous file whole
     return len(lines)
 
 
