@@ -295,3 +295,20 @@ def test_cells_that_only_score_a_student_another_way_share_one_training_and_get_
         if cell.key != honest.key:
             assert run.data.tags[tracking.STUDENT_FROM] == honest.name and run.data.tags[tracking.RESUMED] == "3"
     assert not [p for p in results.rglob("checkpoint.pt") if p.parent.name == "student"]
+
+
+def test_only_runs_the_cells_whose_names_match_with_the_names_and_keys_of_the_whole_grid():
+    from raydistill.errors import ConfigError
+    from raydistill.tune.options import SweepOptions
+    from raydistill.tune.runner import plan
+    from sweeps import forensics
+
+    grid = forensics.paper_settings(own_teachers=False)
+    whole = {c.name: c.key for c in plan(grid, SweepOptions())}
+    picked = plan(grid, SweepOptions(only=("mnist-lenet-*-e200-s0", "*-baseline-full-e10-s0")))
+    expected = {name for name in whole if (name.startswith("mnist-lenet-") and name.endswith("-e200-s0"))
+                or name.endswith("-baseline-full-e10-s0")}
+    assert {c.name for c in picked} == expected and len(expected) == 8X
+    assert all(whole[c.name] == c.key for c in picked)  # the same cells as in the whole grid: results are shared
+    with pytest.raises(ConfigError, match="--only cifar-\\* matches no cell of grid 'paper-settings'"):
+        plan(grid, SweepOptions(only=("cifar-*",)))

@@ -48,6 +48,8 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     a("--set", dest="fixed", action="append", default=[], metavar="FIELD=VALUE",
       help="a trial setting for every cell, e.g. --set precision=bf16 --set compile=true (any `raydistill run` "
       "option, with _ for -)")
+    a("--only", nargs="+", default=[], metavar="PATTERN", help="run only the cells whose name matches one of these "
+      "shell patterns, e.g. 'mnist-lenet-*-e200-*' (the rest of the grid is untouched and runs later)")
     a("--dry-run", action="store_true", help="print the cells, their keys, resources and teachers, then exit")
     a("--no-tables", action="store_true", help="do not write the comparison tables at the end")
 
@@ -86,7 +88,7 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
     return SweepOptions(data_root=args.data_root, download=args.download, results=args.results,
                         tracking_uri=args.tracking_uri, address=args.address, max_concurrent=args.max_concurrent,
                         seeds=tuple(args.seeds), name=args.name, max_failures=args.max_failures,
-                        cpus=args.cpus, fixed=parse_fixed(args.fixed)).validate()
+                        cpus=args.cpus, fixed=parse_fixed(args.fixed), only=tuple(args.only)).validate()
 
 
 def say(text: str) -> None:

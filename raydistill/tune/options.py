@@ -26,6 +26,7 @@ class SweepOptions:
     max_failures: int = 1
     cpus: int | None = None  # logical CPUs of a local Ray (default: the machine's cores)
     fixed: Mapping[str, object] = field(default_factory=dict)  # settings added to every cell
+    only: tuple[str, ...] = ()  # run only the cells whose name matches one of these shell patterns
 
     def validate(self) -> "SweepOptions":
         if self.max_concurrent is not None and not 1 <= self.max_concurrent <= 10_000:

@@ -10,6 +10,7 @@ interrupted; a second one stops at once.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -65,8 +66,15 @@ def plan(grid: Grid, options: SweepOptions) -> list[Cell]:
                  "download": options.download}
     expanded = [c.config for seed in options.seeds for c in expand(grid, {"seed": seed}, **overrides)]
     configs = {c.key(): c for c in sorted(expanded, key=lambda c: c.seed)}  # stable: grid order within a seed
-    names = display_names(list(configs.values()))
-    return [Cell(key, name, cfg) for (key, cfg), name in zip(configs.items(), names, strict=True)]
+    names = display_names(list(configs.values()))  # the whole grid's names, also when --only picks some
+    cells = [Cell(key, name, cfg) for (key, cfg), name in zip(configs.items(), names, strict=True)]
+    if not options.only:
+        return cells
+    picked = [c for c in cells if any(fnmatch.fnmatchcase(c.name, pattern) for pattern in options.only)]
+    if not picked:
+        raise ConfigError(f"--only {' '.join(options.only)} matches no cell of grid {grid.name!r}; its cell names "
+                          f"look like {cells[0].name} (--dry-run lists them)")
+    return picked
 
 
 def dry_run(grid: Grid, options: SweepOptions) -> list[str]:
