@@ -308,7 +308,7 @@ def test_only_runs_the_cells_whose_names_match_with_the_names_and_keys_of_the_wh
     picked = plan(grid, SweepOptions(only=("mnist-lenet-*-e200-s0", "*-baseline-full-e10-s0")))
     expected = {name for name in whole if (name.startswith("mnist-lenet-") and name.endswith("-e200-s0"))
                 or name.endswith("-baseline-full-e10-s0")}
-    assert {c.name for c in picked} == expected and len(expected) == 8X
+    assert {c.name for c in picked} == expected and len(expected) == 8  # 3 LeNet sets x 2 ipc; both datasets' full-e10
     assert all(whole[c.name] == c.key for c in picked)  # the same cells as in the whole grid: results are shared
     with pytest.raises(ConfigError, match="--only cifar-\\* matches no cell of grid 'paper-settings'"):
         plan(grid, SweepOptions(only=("cifar-*",)))
