@@ -436,3 +436,29 @@ def test_an_interrupted_sweep_names_ten_unrun_cells_and_counts_the_rest(data, tm
     (not_run,) = [line for line in lines if line.startswith("not run: ")]
     assert not_run == f"not run: {', '.join(names[:10])} and 13 more (--dry-run lists every cell)"
     assert "2/25 cells finished (1 in this run, 1 earlier)" in lines[0]
+
+
+def test_ctrl_c_mid_training_leaves_the_cell_killed_not_failed(data, tmp_path):
+    """A trial the sweep stops mid-student (Ray ends its actor with SystemExit) is an interrupted
+    attempt: its run ends KILLED without an error, and the sweep names no failure."""
+    results = tmp_path / "res"
+    cmd = sweep_command(data, results, *FULL, "--set", "student_epochs=100000", "--max-concurrent", "1")
+    err = tmp_path / "driver.err"
+    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err.open("w"), start_new_session=True)
+    try:
+        def training() -> bool:  # a cell's run exists and its student has logged epochs
+            cells = runs(results, "cell") if (results / "mlflow.db").is_file() else []
+            return driver.poll() is not None or any("student_train_loss" in r.data.metrics
+                                                    for r in cells)
+        wait_for(training, 300, "a student training")
+        assert driver.poll() is None, err.read_text()[-3000:]
+        os.killpg(driver.pid, signal.SIGINT)
+        assert driver.wait(timeout=120) == 130, err.read_text()[-3000:]
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    stderr = err.read_text()
+    assert "failed:" not in stderr and "SystemExit" not in stderr, stderr[-3000:]
+    cells = runs(results, "cell")
+    assert cells and {r.info.status for r in cells} == {"KILLED"}
+    assert not any(tracking.ERROR in r.data.tags for r in cells)

@@ -274,7 +274,8 @@ def _tune(name: str, todo: Sequence[Cell], twin_keys: dict[str, list[str]], data
                                       stop=_StopAll(stop), verbose=0, callbacks=[status, *callbacks]),
         )
         tuner.fit()
-        _record_failures(todo, jobs, searcher.dropped, status.errors, uri, experiment_id, name, sweep_run_id)
+        if not stop.set:  # a stop ends the running trials with errors that are not failures
+            _record_failures(todo, jobs, searcher.dropped, status.errors, uri, experiment_id, name, sweep_run_id)
     finally:
         ray.shutdown()
 

@@ -22,6 +22,7 @@ from raydistill.tune.grid import TeacherJob, teacher_params
 from raydistill.teacher import train_teacher
 
 log = logging.getLogger(__name__)
+STOPPED = (SystemExit, KeyboardInterrupt)  # how a trial's work ends when the sweep stops it (Ray exits the actor)
 
 
 def train_and_log(job: TeacherJob, data: Dataset, *, uri: str, experiment_id: str, report) -> None:
@@ -62,6 +63,10 @@ def train_and_log(job: TeacherJob, data: Dataset, *, uri: str, experiment_id: st
                       normalize=cfg.pixel_scale == "unit", with_grad_l1=job.per_image_norms, resume=resume,
                       on_snapshot=on_snapshot, on_checkpoint=lambda ckpt: tracking.log_checkpoint(uri, run_id, ckpt),
                       on_epoch=on_epoch, speed=speed_options(cfg))
+    except STOPPED:  # stopped with the sweep: interrupted, not failed
+        metrics.flush()
+        tracking.end_run(uri, run_id, "KILLED")
+        raise
     except BaseException:
         metrics.flush()
         tracking.end_run(uri, run_id, "FAILED")

@@ -17,7 +17,7 @@ from raydistill.config import TrialConfig
 from raydistill.data import Dataset, dataset_label
 from raydistill.pipeline import TrialResult, positive_index, run_trial
 from raydistill.tune.grid import TeacherJob
-from raydistill.tune.teachers import train_and_log
+from raydistill.tune.teachers import STOPPED, train_and_log
 
 SCALARS = ("accuracy", "sensitivity", "specificity", "auc", "teacher_accuracy", "accuracy_std")
 MODEL_ACCURACY = "accuracy_model"  # history: one step per evaluation model (protocols with several)
@@ -117,6 +117,10 @@ def run_cell(cell: dict, ctx: dict, data: Dataset) -> None:
             source = held[0].data.tags
             if source.get(tracking.CELL_KEY) != cell["key"]:
                 mlf.set_tag(tracking.STUDENT_FROM, source.get(tracking.CELL, ""))
+    except STOPPED:  # the sweep stopped the trial: an interrupted attempt, not a failure
+        history.flush()
+        mlf.end_run("KILLED")
+        raise
     except BaseException as err:
         history.flush()
         mlf.set_tag(tracking.ERROR, f"{type(err).__name__}: {err}"[:5000])
