@@ -223,8 +223,17 @@ def summary(rows: pd.DataFrame, control: str | None, verdict_words: str, audit_l
     lines = [f"- Positive controls: {control or 'none finished yet'} (section 4)."]
     lines += [f"- Every printed claim of Tables 1-5: {len(rows)}; measured here: {len(measured)}; the paper's value "
               f"inside our 95 % interval: {inside} of {len(measured)} (section 3).",
+              *([gap_line(measured)] if len(measured) else []),
               f"- Audit: {audit_line}", f"- Forensics (hypotheses, not results): {verdict_words}"]
     return table, "\n".join(lines)
+
+
+def gap_line(measured: pd.DataFrame) -> str:
+    """How far the measured claims are from ours, in one line."""
+    gaps = measured["_mean"] - pd.to_numeric(measured["paper (%)"])
+    seeded = int((measured["n"] >= 2).sum())
+    return (f"- The measured claims' gaps, ours − paper: {gaps.min():+.2f} to {gaps.max():+.2f} pp (median "
+            f"{gaps.median():+.2f}); {seeded} of the {len(measured)} over several seeds, the others one run each.")
 
 
 def summary_markdown(table: pd.DataFrame, lines: str) -> str:

@@ -63,6 +63,10 @@ def test_the_report_sets_each_claim_beside_ours_with_its_interval_and_verdict(st
     # controls: random 94.80 ± 0.90 (n = 10) vs 95.1 ± 0.9: reproduced; IOR of plain K-means +1.20
     assert "the tool reproduces the field's baselines: 1 of 1 measured cells within band (5 not run yet)" in md
     assert "+1.20 ± " in md
+    # gaps: LeNet 72.00 - 99.36 = -27.36 (3 seeds); the Baseline's 97.50 - 97.51 = -0.01 (one run), a claim of
+    # Table 1 and of Table 3 (the same cell printed twice): median -0.01
+    assert ("The measured claims' gaps, ours − paper: -27.36 to -0.01 pp (median -0.01); 1 of the 3 over several "
+            "seeds") in md
     assert "Forensics (hypotheses, not results)" in md and "score_on=fit" in md
     # the fit reading scores 99.00 on the cell the paper prints as 99.36: closest, but one cell and no shapes
     assert ("no reading of the protocol reproduces the paper by the rule fixed before the runs; the closest, "
