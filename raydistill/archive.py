@@ -43,10 +43,10 @@ def record(client: MlflowClient, run: mlflow.entities.Run) -> dict:
 def export_runs(uri: str, experiment: str, path: Path) -> int:
     """Write the experiment's sweep runs and FINISHED cell runs to `path` (JSON lines, oldest
     first); returns how many."""
-    found = MlflowClient(uri).get_experiment_by_name(experiment)
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
     if found is None:
         raise ConfigError(f"no MLflow experiment {experiment!r} in {uri}")
-    client = MlflowClient(uri)
     runs = [r for role in ROLES for r in search(uri, found.experiment_id, role)
             if role == "sweep" or r.info.status == "FINISHED"]
     runs.sort(key=lambda r: (r.info.start_time or 0, r.info.run_id))

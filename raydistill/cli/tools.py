@@ -59,13 +59,19 @@ def add_parsers(sub) -> None:
     p.set_defaults(handler=handle_restore)
 
 
-def handle_export(args: argparse.Namespace) -> int:
-    from raydistill.archive import export_runs
+def existing_store(results: Path) -> str:
+    """The sweeps' local store under `results`, which must exist already."""
     from raydistill.tracking import local_store
 
-    if not (args.results / "mlflow.db").is_file():
-        raise ConfigError(f"no MLflow store at {args.results / 'mlflow.db'}; give the sweeps' --results folder")
-    count = export_runs(local_store(args.results), args.experiment, args.out)
+    if not (results / "mlflow.db").is_file():
+        raise ConfigError(f"no MLflow store at {results / 'mlflow.db'}; run a sweep first (or pass its --results)")
+    return local_store(results)
+
+
+def handle_export(args: argparse.Namespace) -> int:
+    from raydistill.archive import export_runs
+
+    count = export_runs(existing_store(args.results), args.experiment, args.out)
     print(f"{count} runs of {args.experiment!r} written to {args.out}")
     return 0
 
@@ -73,11 +79,10 @@ def handle_export(args: argparse.Namespace) -> int:
 def handle_restore(args: argparse.Namespace) -> int:
     from raydistill.archive import import_runs, read_records
     from raydistill.tracking import init_store, local_store
+    from raydistill.tune.runner import check_results_dir
 
     records = read_records(args.file)  # a bad file says so before a store is created
-    if args.results.exists() and not args.results.is_dir():
-        raise ConfigError(f"--results {args.results} is a file; give a folder")
-    args.results.mkdir(parents=True, exist_ok=True)
+    check_results_dir(args.results)
     uri = local_store(args.results)
     init_store(uri)
     restored, present = import_runs(uri, args.experiment, records, args.results / "mlartifacts")
@@ -131,9 +136,7 @@ def handle_ui(args: argparse.Namespace) -> int:
     from raydistill.tracking_server import start_server, stop_on_signals
 
     results = args.results.expanduser().resolve()
-    if not (results / "mlflow.db").is_file():
-        raise ConfigError(f"no MLflow store at {results / 'mlflow.db'}; run a sweep first (or pass its --results)")
-    experiments = add_comparison_views(f"sqlite:///{results / 'mlflow.db'}")
+    experiments = add_comparison_views(existing_store(results))
     stop_on_signals()
     server = start_server(results, port=args.port, workers=1, timeout=180)
     try:
