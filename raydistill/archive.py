@@ -4,21 +4,31 @@ run's name, status, times, params, tags and latest metrics (with the per-model h
 model cells); artifacts stay behind, and so does what names the machine (the data root's path,
 MLflow's source file and user). A restored cell counts as finished, so a sweep resumed on the
 restored store skips it; a record already in the store (same original run id, or a finished cell
-with the same key) is not restored twice."""
+with the same key) is not restored twice.
+
+An unfinished cell of a protocol that evaluates several models one by one (dc) travels too, with
+its finished models' records (results, not weights): restored, it is a KILLED attempt holding that
+model-by-model checkpoint, which the sweep continues from. Other checkpoints (model weights) stay
+behind, so a restored run never claims one it does not hold."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import mlflow
+import torch
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from raydistill.errors import ConfigError
-from raydistill.tracking import CELL_KEY, ROLE, ensure_experiment, finished_cells, search
+from raydistill.protocols import StudentCheckpoint
+from raydistill.tracking import (CELL_KEY, CHECKPOINT_EPOCH, ROLE, ensure_experiment, finished_cells,
+                                 latest_student_checkpoint, log_checkpoint, search)
 
 ROLES = ("sweep", "cell")  # a sweep's provenance (machine, params) and its cells; teachers stay behind
 HISTORIES = ("accuracy_model",)  # metrics whose every step is a result (one per evaluation model)
@@ -26,7 +36,7 @@ RESTORED = "raydistill.restored_from"  # tag of a restored run: its original run
 FORMAT = 1
 FILE = "mlflow-runs.jsonl"  # a sweep's export: RESULTS/<sweep name>/FILE, restored when the sweep starts
 LEFT_OUT_PARAMS = ("data_root",)
-LEFT_OUT_TAGS = ("mlflow.source.", "mlflow.user", "mlflow.log-model")  # prefixes
+LEFT_OUT_TAGS = ("mlflow.source.", "mlflow.user", "mlflow.log-model", CHECKPOINT_EPOCH)  # prefixes
 
 
 def record(client: MlflowClient, run: mlflow.entities.Run) -> dict:
@@ -40,18 +50,31 @@ def record(client: MlflowClient, run: mlflow.entities.Run) -> dict:
             "tags": {k: v for k, v in run.data.tags.items() if k != RESTORED and not k.startswith(LEFT_OUT_TAGS)}}
 
 
+def model_checkpoints(uri: str, experiment_id: str) -> dict[str, tuple[mlflow.entities.Run, StudentCheckpoint]]:
+    """Cell key -> (run, checkpoint) of each unfinished cell that holds a model-by-model
+    checkpoint (raydistill.pipeline.ModelLog: finished models' records, no weights)."""
+    done = finished_cells(uri, experiment_id)
+    keys = {r.data.tags[CELL_KEY] for r in search(uri, experiment_id, "cell")
+            if CHECKPOINT_EPOCH in r.data.tags and CELL_KEY in r.data.tags} - set(done)
+    held = {key: latest_student_checkpoint(uri, experiment_id, [key]) for key in sorted(keys)}
+    return {key: (run, ckpt) for key, (run, ckpt) in held.items()
+            if not ckpt.model_state and not ckpt.optimizer_state and "models" in ckpt.scorer_state}
+
+
 def export_runs(uri: str, experiment: str, path: Path) -> int:
-    """Write the experiment's sweep runs and FINISHED cell runs to `path` (JSON lines, oldest
-    first); returns how many."""
+    """Write the experiment's sweep runs, FINISHED cell runs and unfinished cells' model-by-model
+    checkpoints (model_checkpoints) to `path` (JSON lines, oldest first); returns how many."""
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise ConfigError(f"no MLflow experiment {experiment!r} in {uri}")
-    runs = [r for role in ROLES for r in search(uri, found.experiment_id, role)
+    runs = [(r, None) for role in ROLES for r in search(uri, found.experiment_id, role)
             if role == "sweep" or r.info.status == "FINISHED"]
-    runs.sort(key=lambda r: (r.info.start_time or 0, r.info.run_id))
+    runs += model_checkpoints(uri, found.experiment_id).values()
+    runs.sort(key=lambda pair: (pair[0].info.start_time or 0, pair[0].info.run_id))
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps(record(client, run), sort_keys=True) for run in runs]
+    lines = [json.dumps(record(client, run) | ({"checkpoint": _encode(ckpt)} if ckpt else {}), sort_keys=True)
+             for run, ckpt in runs]
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     partial.write_text("".join(line + "\n" for line in lines))
     os.replace(partial, path)  # a stop mid-write leaves the previous file whole
@@ -70,8 +93,24 @@ def read_records(path: Path) -> list[dict]:
             raise ConfigError(f"{path}:{number}: not a JSON line ({err.msg})") from None
         if not isinstance(rec, dict) or rec.get("format") != FORMAT or rec.get("tags", {}).get(ROLE) not in ROLES:
             raise ConfigError(f"{path}:{number}: not a raydistill run record (format {FORMAT}, role sweep or cell)")
+        if "checkpoint" in rec:
+            try:
+                rec["checkpoint"] = _decode(rec["checkpoint"])
+            except Exception as err:
+                raise ConfigError(f"{path}:{number}: its checkpoint does not load ({type(err).__name__})") from None
         records.append(rec)
     return records
+
+
+def _encode(ckpt: StudentCheckpoint) -> str:
+    buffer = io.BytesIO()
+    torch.save(vars(ckpt), buffer)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _decode(text: str) -> StudentCheckpoint:
+    """A checkpoint as `_encode` wrote it: tensors and plain types only (torch.load's safe mode)."""
+    return StudentCheckpoint(**torch.load(io.BytesIO(base64.b64decode(text, validate=True)), weights_only=True))
 
 
 def sweep_file(results: Path, name: str) -> Path:
@@ -82,19 +121,19 @@ def import_runs(uri: str, experiment: str, records: list[dict], artifact_root: P
     """Restore the records (read_records) into `experiment` (created when missing); returns
     (restored, already there)."""
     experiment_id = ensure_experiment(uri, experiment, artifact_root)
-    client = MlflowClient(uri)
     present = {r.data.tags.get(RESTORED, r.info.run_id) for role in ROLES for r in search(uri, experiment_id, role)}
     done = set(finished_cells(uri, experiment_id))
     restored = 0
     for rec in records:
         if rec["run_id"] in present or rec["tags"].get(CELL_KEY, "") in done:
             continue
-        _restore(client, experiment_id, rec)
+        _restore(uri, experiment_id, rec)
         restored += 1
     return restored, len(records) - restored
 
 
-def _restore(client: MlflowClient, experiment_id: str, rec: dict) -> None:
+def _restore(uri: str, experiment_id: str, rec: dict) -> None:
+    client = MlflowClient(uri)
     tags = {**rec["tags"], RESTORED: rec["run_id"]}
     run_id = client.create_run(experiment_id, start_time=rec["start_time"], run_name=rec["run_name"]).info.run_id
     stamp = rec["end_time"] or rec["start_time"] or 0
@@ -107,6 +146,8 @@ def _restore(client: MlflowClient, experiment_id: str, rec: dict) -> None:
         client.log_batch(run_id, params=chunk)
     for chunk in _chunks([RunTag(k, v) for k, v in tags.items()], 100):
         client.log_batch(run_id, tags=chunk)
+    if "checkpoint" in rec:  # uploaded, then tagged: the tag marks a complete upload
+        log_checkpoint(uri, run_id, rec["checkpoint"])
     # a sweep still running when exported runs nowhere once restored
     client.set_terminated(run_id, "KILLED" if rec["status"] == "RUNNING" else rec["status"], end_time=rec["end_time"])
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from analysis.runs import load_cells
-from raydistill import tracking
+from raydistill import protocols, tracking
 from raydistill.archive import export_runs, import_runs, read_records
+from raydistill.config import TrialConfig
 from raydistill.errors import ConfigError
+from raydistill.pipeline import run_trial
+from raydistill.protocols import StudentCheckpoint
 
 CELL = {"dataset": "mnist", "model": "lenet", "method": "random", "modifier": "none", "ipc": "10",
         "student_epochs": "1000", "seed": "0", "protocol": "dc", "eval_sets": "5", "eval_runs": "2",
@@ -81,6 +86,57 @@ def test_a_store_that_finished_the_cell_itself_keeps_its_own_run(source: str, tm
     mine = _cell(MlflowClient(target), eid, "a" * 16, "FINISHED", [0.5])
     assert import_runs(target, "controls", read_records(path)) == (1, 1)  # only the sweep run is new
     assert tracking.finished_cells(target, eid)["a" * 16].info.run_id == mine
+
+
+def test_an_unfinished_dc_cell_travels_with_its_finished_models_and_continues_on_a_new_store(
+        mnist_root: Path, tmp_path: Path, monkeypatch) -> None:
+    cfg = TrialConfig(dataset="mnist", method="random", modifier="none", protocol="dc", ipc=2, student_epochs=1,
+                      eval_runs=2, eval_sets=2, data_root=str(mnist_root), device="cpu")
+    whole = run_trial(cfg)
+    source = f"sqlite:///{tmp_path}/source.db"
+    tracking.init_store(source)
+    client = MlflowClient(source)
+    eid = tracking.ensure_experiment(source, "controls", tmp_path / "artifacts")
+    stopped = _cell(client, eid, "d" * 16, "RUNNING", [])
+
+    def keep(checkpoint: StudentCheckpoint) -> None:
+        tracking.log_checkpoint(source, stopped, checkpoint)
+        if checkpoint.epoch == 3:
+            raise KeyboardInterrupt  # stopped after the third of four models
+
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg, on_student_checkpoint=keep)
+    client.set_terminated(stopped, "KILLED")
+    weights = _cell(client, eid, "e" * 16, "KILLED", [])  # a paper-protocol student: weights stay behind
+    tracking.log_checkpoint(source, weights, StudentCheckpoint(5, {"w": torch.ones(2)}, {}, {}, 1.0, "set"))
+    kept_for_twins = _cell(client, eid, "f" * 16, "FINISHED", [0.7])  # its trained student stays behind too
+    tracking.log_checkpoint(source, kept_for_twins, StudentCheckpoint(9, {"w": torch.ones(2)}, {}, {}, 1.0, "set", True))
+
+    path = tmp_path / "runs.jsonl"
+    assert export_runs(source, "controls", path) == 2  # the finished cell and the interrupted dc cell
+    target = f"sqlite:///{tmp_path}/target.db"
+    tracking.init_store(target)
+    assert import_runs(target, "controls", read_records(path), tmp_path / "art") == (2, 0)
+    target_eid = MlflowClient(target).get_experiment_by_name("controls").experiment_id
+    assert set(tracking.finished_cells(target, target_eid)) == {"f" * 16}  # three models are not a result
+    assert tracking.latest_student_checkpoint(target, target_eid, ["f" * 16]) is None  # no claim without the file
+    run, held = tracking.latest_student_checkpoint(target, target_eid, ["d" * 16])
+    assert run.info.status == "KILLED" and held.epoch == 3
+
+    trained = []
+    real = protocols.train_convnet
+    monkeypatch.setattr(protocols, "train_convnet", lambda *a, **k: trained.append(1) or real(*a, **k))
+    resumed = run_trial(cfg, student_resume=held)
+    assert len(trained) == 1  # only the fourth model trains on the new store
+    assert resumed.metrics["accuracy_runs"] == whole.metrics["accuracy_runs"]
+    np.testing.assert_array_equal(resumed.proba, whole.proba)
+
+
+def test_a_checkpoint_that_does_not_load_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "runs.jsonl"
+    path.write_text('{"format": 1, "tags": {"raydistill.role": "cell"}, "checkpoint": "bm90IGEgY2hlY2twb2ludA=="}\n')
+    with pytest.raises(ConfigError, match="runs.jsonl:1: its checkpoint does not load"):
+        read_records(path)
 
 
 @pytest.mark.parametrize("line, says", [("{not json", "not a JSON line"),
