@@ -27,7 +27,7 @@ from analysis.paper import load_paper
 from analysis.runs import COMMANDS as RUN_COMMANDS
 from analysis.runs import load_cells
 from analysis.tables import Table, control_tables, flat, markdown, run_list
-from raydistill.archive import FILE, RESTORED
+from raydistill.archive import FILE, RESTORED, model_checkpoints
 from raydistill.tracking import MACHINE
 
 PAPER = ('"Image Distillation with the Machine-Learned Gradient of the Loss Function and the K-Means Method" '
@@ -108,7 +108,8 @@ def forensics_section(honest: pd.DataFrame, forensic: pd.DataFrame) -> Section:
 
 
 def coverage(uri: str, names: dict[str, str]) -> Section:
-    """What the grids hold that has not finished, each cell with why and the command that continues it."""
+    """What the grids hold that has not finished, each cell with why, the evaluation models an
+    interrupted dc cell has kept (the same command continues from them), and the command."""
     from argparse import Namespace
 
     from raydistill.tune.grid import expand
@@ -125,6 +126,8 @@ def coverage(uri: str, names: dict[str, str]) -> Section:
             r.data.tags.get("raydistill.cell_key") for r in client.search_runs(
                 [experiment.experiment_id], "tags.`raydistill.role` = 'cell' and attributes.status = 'FINISHED'",
                 max_results=50_000)}
+        kept_models = {} if experiment is None else {
+            key: ckpt.epoch for key, (_, ckpt) in model_checkpoints(uri, experiment.experiment_id).items()}
         cells = expand(grid, {"seed": 0})
         kept = None if default is None else {c.key for c in expand(default, {"seed": 0})}
         first_seed = min(c.config.seed for c in cells)
@@ -133,7 +136,10 @@ def coverage(uri: str, names: dict[str, str]) -> Section:
                    else "hypothesis" if cell.config.is_forensics
                    else "honest, seed " + str(cell.config.seed) + (" (a seed of the error bars)"
                                                                    if cell.config.seed != first_seed else ""))
-            rows.append({"experiment": names[role], "cell": cell.name, "why it is listed": why, "key": cell.key})
+            models = cell.config.eval_sets * cell.config.eval_runs
+            rows.append({"experiment": names[role], "cell": cell.name, "why it is listed": why,
+                         "kept so far": (f"{kept_models[cell.key]} of {models} evaluation models"
+                                         if cell.key in kept_models else ""), "key": cell.key})
         done = sum(c.key in finished for c in cells)
         lines.append(f"- `{names[role]}`: {done} of {len(cells)} cells finished; the rest continue with "
                      f"`{COMMANDS[role]}`" + (" (`--mnist-50` for the cells the cost rule leaves out)"

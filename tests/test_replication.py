@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -9,6 +10,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis import replication
+from raydistill import tracking
+from raydistill.protocols import StudentCheckpoint
+from raydistill.tune.grid import expand
+from sweeps import controls as controls_grid
 
 PAPER = {"dataset": "mnist", "dataset_label": "mnist", "protocol": "paper", "method": "kmeans", "modifier": "grad-l1",
          "model": "lenet", "ipc": "10", "train_limit": "None"}
@@ -45,6 +50,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
         restored = {"raydistill.restored_from": "0" * 32} if method == "random" else {}  # as `raydistill restore` tags
         _run(client, controls, {"accuracy": accuracy, "accuracy_std": std}, restored, **DC, dataset="mnist",
              dataset_label="mnist", ipc="10", method=method, modifier=modifier, student_epochs="1000", seed="0")
+    # an interrupted control that kept 4 of its evaluation models (the dc protocol's model-by-model checkpoint)
+    (cell,) = [c for c in expand(controls_grid.grid(argparse.Namespace(smoke=False, mnist_50=False)), {"seed": 0})
+               if c.name == "mnist-random-none-ipc50-e1000"]
+    stopped = client.create_run(controls, tags={"raydistill.role": "cell", "raydistill.cell_key": cell.key})
+    tracking.log_checkpoint(uri, stopped.info.run_id, StudentCheckpoint(4, {}, {}, {"models": [{}] * 4}, 9.0, "set"))
+    client.set_terminated(stopped.info.run_id, "KILLED")
     return uri
 
 
@@ -78,6 +89,7 @@ def test_the_report_sets_each_claim_beside_ours_with_its_interval_and_verdict(st
     # the grids' cells are listed until a run with their key finishes (these hand-made runs have other keys)
     assert "- `paper-settings`: 0 of 360 cells finished" in md and "- `controls`: 0 of 18 cells finished" in md
     assert md.count("left out by the cost rule") == 2
+    assert "| controls | mnist-random-none-ipc50-e1000 | honest, seed 0 | 4 of 10 evaluation models |" in md
     summary = readme.read_text(encoding="utf-8")
     assert "old" not in summary and summary.endswith("\nafter\n")
     assert "| mnist | lenet | distilled, ipc 10 | 200 | 99.36 | 72.00 ± 2.00 | 3 | 62.06 – 81.94" in summary  # seeded only
