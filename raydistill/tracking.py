@@ -267,14 +267,10 @@ def teacher_run(uri: str, experiment_id: str, key: str, params: dict) -> str:
 
 
 def teacher_holding(uri: str, experiment_id: str, key: str, epoch: int) -> str | None:
-    """The id of a run of teacher `key` that holds the snapshot at `epoch`, if any: this
-    experiment's, else one another sweep trained in the same store (the key fixes the data, model,
-    seed and training, so that snapshot is the one this sweep would train)."""
-    others = [e.experiment_id for e in MlflowClient(uri).search_experiments() if e.experiment_id != experiment_id]
-    for eid in [experiment_id, *others]:
-        for run in reversed(search(uri, eid, "teacher")):
-            if run.data.tags.get(TEACHER) == key and epoch in milestones_done(run):
-                return run.info.run_id
+    """The id of a run of teacher `key` that holds the snapshot at `epoch`, if any."""
+    for run in reversed(search(uri, experiment_id, "teacher")):
+        if run.data.tags.get(TEACHER) == key and epoch in milestones_done(run):
+            return run.info.run_id
     return None
 
 

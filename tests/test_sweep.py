@@ -113,21 +113,6 @@ def test_changing_a_fixed_setting_under_the_same_name_runs_new_cells(smoke, fash
     assert len(runs(results, "teacher")) == 1  # alpha is not a teacher setting: the teacher is reused
 
 
-def test_another_sweep_in_the_same_store_uses_its_teachers_instead_of_training_them_again(smoke, fashion_tiny,
-                                                                                         tmp_path):
-    results = tmp_path / "copy"
-    shutil.copytree(smoke[0], results)
-    proc = run(sweep_command(fashion_tiny, results, "--no-tables", "--name", "other"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert not runs(results, "teacher", "other")  # no teacher run of its own: nothing trained
-    (teacher,) = runs(results, "teacher")
-    cells = runs(results, "cell", "other")
-    grad = [r for r in cells if "grad-l1" in r.info.run_name]
-    assert len(cells) == 5 and grad and all(r.data.tags["raydistill.teacher_run"] == teacher.info.run_id for r in grad)
-    accuracy = {r.data.tags["raydistill.cell_key"]: r.data.metrics["accuracy"] for r in runs(results, "cell")}
-    assert {r.data.tags["raydistill.cell_key"]: r.data.metrics["accuracy"] for r in cells} == accuracy
-
-
 def test_kill_9_of_the_driver_then_resume_finishes_the_rest_without_duplicates(fashion_tiny, tmp_path):
     results = tmp_path / "killed"
     cmd = sweep_command(fashion_tiny, results, "--no-tables", "--max-concurrent", "1")

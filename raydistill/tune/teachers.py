@@ -1,5 +1,4 @@
-"""A teacher trial: train one teacher once, to its largest milestone, for every cell that needs it
-(once per store: a teacher another sweep trained there to the milestones needed is not trained again).
+"""A teacher trial: train one teacher once, to its largest milestone, for every cell that needs it.
 
 Each snapshot (weights, per-image gradient norms when grad-l1 cells need them, the last step's
 norm) goes to the teacher's MLflow run, then the trial reports `milestone` to Tune, which
@@ -30,10 +29,6 @@ def train_and_log(job: TeacherJob, data: Dataset, *, uri: str, experiment_id: st
     """Train `job` from its checkpoint (if any) to its largest milestone; `report(values)` sends
     Tune one result per epoch and one with `milestone` per snapshot (after its upload)."""
     cfg = job.config
-    if all(tracking.teacher_holding(uri, experiment_id, job.key, m) for m in job.milestones):
-        for epoch in sorted(job.milestones):  # trained already, here or by another sweep in this store
-            report({"milestone": epoch})
-        return
     run_id = tracking.teacher_run(uri, experiment_id, job.key, {**teacher_params(cfg), "milestones": list(job.milestones),
                                                                "per_image_norms": job.per_image_norms})
     client = tracking.MlflowClient(uri)
