@@ -121,19 +121,19 @@ def import_runs(uri: str, experiment: str, records: list[dict], artifact_root: P
     """Restore the records (read_records) into `experiment` (created when missing); returns
     (restored, already there)."""
     experiment_id = ensure_experiment(uri, experiment, artifact_root)
+    client = MlflowClient(uri)
     present = {r.data.tags.get(RESTORED, r.info.run_id) for role in ROLES for r in search(uri, experiment_id, role)}
     done = set(finished_cells(uri, experiment_id))
     restored = 0
     for rec in records:
         if rec["run_id"] in present or rec["tags"].get(CELL_KEY, "") in done:
             continue
-        _restore(uri, experiment_id, rec)
+        _restore(client, experiment_id, rec)
         restored += 1
     return restored, len(records) - restored
 
 
-def _restore(uri: str, experiment_id: str, rec: dict) -> None:
-    client = MlflowClient(uri)
+def _restore(client: MlflowClient, experiment_id: str, rec: dict) -> None:
     tags = {**rec["tags"], RESTORED: rec["run_id"]}
     run_id = client.create_run(experiment_id, start_time=rec["start_time"], run_name=rec["run_name"]).info.run_id
     stamp = rec["end_time"] or rec["start_time"] or 0
@@ -147,7 +147,7 @@ def _restore(uri: str, experiment_id: str, rec: dict) -> None:
     for chunk in _chunks([RunTag(k, v) for k, v in tags.items()], 100):
         client.log_batch(run_id, tags=chunk)
     if "checkpoint" in rec:  # uploaded, then tagged: the tag marks a complete upload
-        log_checkpoint(uri, run_id, rec["checkpoint"])
+        log_checkpoint(client.tracking_uri, run_id, rec["checkpoint"])
     # a sweep still running when exported runs nowhere once restored
     client.set_terminated(run_id, "KILLED" if rec["status"] == "RUNNING" else rec["status"], end_time=rec["end_time"])
 
