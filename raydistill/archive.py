@@ -8,8 +8,10 @@ with the same key) is not restored twice.
 
 An unfinished cell of a protocol that evaluates several models one by one (dc) travels too, with
 its finished models' records (results, not weights): restored, it is a KILLED attempt holding that
-model-by-model checkpoint, which the sweep continues from. Other checkpoints (model weights) stay
-behind, so a restored run never claims one it does not hold."""
+model-by-model checkpoint, which the sweep continues from. A teacher travels as its training checkpoint
+(weights and Adam's state, up to TEACHER_BYTES) without its milestone snapshots: restored, it is a
+KILLED teacher run holding no milestone, which the sweep trains on from that epoch. Students'
+weights stay behind, so a restored run never claims a checkpoint it does not hold."""
 
 from __future__ import annotations
 
@@ -27,16 +29,19 @@ from mlflow.tracking import MlflowClient
 
 from raydistill.errors import ConfigError
 from raydistill.protocols import StudentCheckpoint
-from raydistill.tracking import (CELL_KEY, CHECKPOINT_EPOCH, ROLE, ensure_experiment, finished_cells,
-                                 latest_student_checkpoint, log_checkpoint, search)
+from raydistill.teacher import TeacherCheckpoint
+from raydistill.tracking import (CELL_KEY, CHECKPOINT_EPOCH, ROLE, TEACHER, ensure_experiment, finished_cells,
+                                 latest_student_checkpoint, load_checkpoint, log_checkpoint, milestone_tag, search)
 
-ROLES = ("sweep", "cell")  # a sweep's provenance (machine, params) and its cells; teachers stay behind
+ROLES = ("sweep", "cell")  # a sweep's provenance (machine, params) and its cells
+TEACHER_BYTES = 4 * 2**20  # the export is committed: LeNet-5's (0.7 MB) travels, the Baseline's (14 MB) stays behind
 HISTORIES = ("accuracy_model",)  # metrics whose every step is a result (one per evaluation model)
 RESTORED = "raydistill.restored_from"  # tag of a restored run: its original run id
 FORMAT = 1
 FILE = "mlflow-runs.jsonl"  # a sweep's export: RESULTS/<sweep name>/FILE, restored when the sweep starts
 LEFT_OUT_PARAMS = ("data_root",)
-LEFT_OUT_TAGS = ("mlflow.source.", "mlflow.user", "mlflow.log-model", CHECKPOINT_EPOCH)  # prefixes
+LEFT_OUT_TAGS = ("mlflow.source.", "mlflow.user", "mlflow.log-model", CHECKPOINT_EPOCH,  # prefixes
+                 milestone_tag(0)[:-1])  # a teacher's snapshots stay behind
 
 
 def record(client: MlflowClient, run: mlflow.entities.Run) -> dict:
@@ -61,9 +66,22 @@ def model_checkpoints(uri: str, experiment_id: str) -> dict[str, tuple[mlflow.en
             if not ckpt.model_state and not ckpt.optimizer_state and "models" in ckpt.scorer_state}
 
 
+def teacher_checkpoints(uri: str, experiment_id: str) -> dict[str, tuple[mlflow.entities.Run, TeacherCheckpoint]]:
+    """Teacher key -> (run, checkpoint) of each teacher's newest run holding a training checkpoint
+    file of at most TEACHER_BYTES."""
+    client = MlflowClient(uri)
+    newest = {r.data.tags[TEACHER]: r for r in search(uri, experiment_id, "teacher")
+              if CHECKPOINT_EPOCH in r.data.tags and TEACHER in r.data.tags}
+    small = {key: run for key, run in sorted(newest.items())
+             if any(f.path.endswith("/checkpoint.pt") and f.file_size <= TEACHER_BYTES
+                    for f in client.list_artifacts(run.info.run_id, "teacher"))}
+    return {key: (run, load_checkpoint(uri, run.info.run_id)) for key, run in small.items()}
+
+
 def export_runs(uri: str, experiment: str, path: Path) -> int:
-    """Write the experiment's sweep runs, FINISHED cell runs and unfinished cells' model-by-model
-    checkpoints (model_checkpoints) to `path` (JSON lines, oldest first); returns how many."""
+    """Write the experiment's sweep runs, FINISHED cell runs, unfinished cells' model-by-model
+    checkpoints (model_checkpoints) and teachers' training checkpoints (teacher_checkpoints) to
+    `path` (JSON lines, oldest first); returns how many."""
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -71,6 +89,7 @@ def export_runs(uri: str, experiment: str, path: Path) -> int:
     runs = [(r, None) for role in ROLES for r in search(uri, found.experiment_id, role)
             if role == "sweep" or r.info.status == "FINISHED"]
     runs += model_checkpoints(uri, found.experiment_id).values()
+    runs += teacher_checkpoints(uri, found.experiment_id).values()
     runs.sort(key=lambda pair: (pair[0].info.start_time or 0, pair[0].info.run_id))
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps(record(client, run) | ({"checkpoint": _encode(ckpt)} if ckpt else {}), sort_keys=True)
@@ -91,26 +110,30 @@ def read_records(path: Path) -> list[dict]:
             rec = json.loads(line)
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path}:{number}: not a JSON line ({err.msg})") from None
-        if not isinstance(rec, dict) or rec.get("format") != FORMAT or rec.get("tags", {}).get(ROLE) not in ROLES:
-            raise ConfigError(f"{path}:{number}: not a raydistill run record (format {FORMAT}, role sweep or cell)")
+        role = rec.get("tags", {}).get(ROLE) if isinstance(rec, dict) else None
+        if role is None or rec.get("format") != FORMAT or not (
+                role in ROLES or role == "teacher" and "checkpoint" in rec and TEACHER in rec["tags"]):
+            raise ConfigError(f"{path}:{number}: not a raydistill run record "
+                              f"(format {FORMAT}, role sweep or cell, or teacher with its checkpoint)")
         if "checkpoint" in rec:
             try:
-                rec["checkpoint"] = _decode(rec["checkpoint"])
+                kind = TeacherCheckpoint if role == "teacher" else StudentCheckpoint
+                rec["checkpoint"] = _decode(rec["checkpoint"], kind)
             except Exception as err:
                 raise ConfigError(f"{path}:{number}: its checkpoint does not load ({type(err).__name__})") from None
         records.append(rec)
     return records
 
 
-def _encode(ckpt: StudentCheckpoint) -> str:
+def _encode(ckpt: StudentCheckpoint | TeacherCheckpoint) -> str:
     buffer = io.BytesIO()
     torch.save(vars(ckpt), buffer)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _decode(text: str) -> StudentCheckpoint:
+def _decode(text: str, kind: type) -> StudentCheckpoint | TeacherCheckpoint:
     """A checkpoint as `_encode` wrote it: tensors and plain types only (torch.load's safe mode)."""
-    return StudentCheckpoint(**torch.load(io.BytesIO(base64.b64decode(text, validate=True)), weights_only=True))
+    return kind(**torch.load(io.BytesIO(base64.b64decode(text, validate=True)), weights_only=True))
 
 
 def sweep_file(results: Path, name: str) -> Path:
@@ -119,14 +142,16 @@ def sweep_file(results: Path, name: str) -> Path:
 
 def import_runs(uri: str, experiment: str, records: list[dict], artifact_root: Path | None = None) -> tuple[int, int]:
     """Restore the records (read_records) into `experiment` (created when missing); returns
-    (restored, already there)."""
+    (restored, already there). A teacher the store already has a run of stays the store's own."""
     experiment_id = ensure_experiment(uri, experiment, artifact_root)
     client = MlflowClient(uri)
     present = {r.data.tags.get(RESTORED, r.info.run_id) for role in ROLES for r in search(uri, experiment_id, role)}
     done = set(finished_cells(uri, experiment_id))
+    teachers = {r.data.tags.get(TEACHER) for r in search(uri, experiment_id, "teacher")}
     restored = 0
     for rec in records:
-        if rec["run_id"] in present or rec["tags"].get(CELL_KEY, "") in done:
+        if (rec["run_id"] in present or rec["tags"].get(CELL_KEY, "") in done
+                or rec["tags"][ROLE] == "teacher" and rec["tags"].get(TEACHER) in teachers):
             continue
         _restore(client, experiment_id, rec)
         restored += 1
@@ -148,8 +173,9 @@ def _restore(client: MlflowClient, experiment_id: str, rec: dict) -> None:
         client.log_batch(run_id, tags=chunk)
     if "checkpoint" in rec:  # uploaded, then tagged: the tag marks a complete upload
         log_checkpoint(client.tracking_uri, run_id, rec["checkpoint"])
-    # a sweep still running when exported runs nowhere once restored
-    client.set_terminated(run_id, "KILLED" if rec["status"] == "RUNNING" else rec["status"], end_time=rec["end_time"])
+    # a sweep still running when exported runs nowhere once restored; a teacher holds no snapshot
+    killed = rec["status"] == "RUNNING" or rec["tags"][ROLE] == "teacher"
+    client.set_terminated(run_id, "KILLED" if killed else rec["status"], end_time=rec["end_time"])
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:

@@ -17,6 +17,7 @@ from raydistill.config import TrialConfig
 from raydistill.errors import ConfigError
 from raydistill.pipeline import run_trial
 from raydistill.protocols import StudentCheckpoint
+from raydistill.teacher import TeacherCheckpoint
 
 CELL = {"dataset": "mnist", "model": "lenet", "method": "random", "modifier": "none", "ipc": "10",
         "student_epochs": "1000", "seed": "0", "protocol": "dc", "eval_sets": "5", "eval_runs": "2",
@@ -130,6 +131,63 @@ def test_an_unfinished_dc_cell_travels_with_its_finished_models_and_continues_on
     assert len(trained) == 1  # only the fourth model trains on the new store
     assert resumed.metrics["accuracy_runs"] == whole.metrics["accuracy_runs"]
     np.testing.assert_array_equal(resumed.proba, whole.proba)
+
+
+def test_a_teacher_travels_as_its_training_checkpoint_and_trains_on_on_a_new_store(
+        mnist_root: Path, tmp_path: Path, monkeypatch) -> None:
+    from raydistill import archive
+    from raydistill.data import load
+    from raydistill.teacher import train_teacher
+
+    data = load("mnist", mnist_root)
+    tensors = data.to(torch.device("cpu"))
+    settings = dict(seed=3, lr=1e-3, batch_size=16, with_grad_l1=True)
+    (straight,) = train_teacher("lenet", data, tensors, [3], **settings)
+    source = f"sqlite:///{tmp_path}/source.db"
+    tracking.init_store(source)
+    eid = tracking.ensure_experiment(source, "paper", tmp_path / "artifacts")
+    stopped = tracking.teacher_run(source, eid, "k" * 16, {"model": "lenet"})
+    (snap,) = train_teacher("lenet", data, tensors, [2], **settings,
+                            on_checkpoint=lambda ckpt: tracking.log_checkpoint(source, stopped, ckpt))
+    tracking.log_snapshot(source, stopped, snap)
+    tracking.end_run(source, stopped, "KILLED")
+    big = tracking.teacher_run(source, eid, "b" * 16, {"model": "resnet34"})
+    tracking.log_checkpoint(source, big, TeacherCheckpoint(1, {"w": torch.ones(64)}, {}, 1.0))
+
+    path = tmp_path / "runs.jsonl"
+    monkeypatch.setattr(archive, "TEACHER_BYTES", 10_000)  # LeNet-5's is larger: it stays behind
+    assert export_runs(source, "paper", path) == 1
+    monkeypatch.undo()
+    assert export_runs(source, "paper", path) == 2  # both teachers' checkpoints, no other run
+    target = f"sqlite:///{tmp_path}/target.db"
+    tracking.init_store(target)
+    assert import_runs(target, "paper", read_records(path), tmp_path / "art") == (2, 0)
+    assert import_runs(target, "paper", read_records(path), tmp_path / "art") == (0, 2)
+
+    target_eid = MlflowClient(target).get_experiment_by_name("paper").experiment_id
+    assert tracking.teachers(target, target_eid)["k" * 16][1] == set()  # its snapshot stayed behind
+    run_id = tracking.teacher_run(target, target_eid, "k" * 16, {"model": "lenet"})
+    held = tracking.load_checkpoint(target, run_id)
+    assert held.epoch == 2
+    (resumed,) = train_teacher("lenet", data, tensors, [3], **settings, resume=held)
+    assert all(torch.equal(resumed.state_dict[k], straight.state_dict[k]) for k in straight.state_dict)
+    assert torch.equal(resumed.grad_l1, straight.grad_l1)
+
+
+def test_a_store_with_its_own_run_of_a_teacher_keeps_it(tmp_path: Path) -> None:
+    source = f"sqlite:///{tmp_path}/source.db"
+    tracking.init_store(source)
+    eid = tracking.ensure_experiment(source, "paper", tmp_path / "artifacts")
+    tracking.log_checkpoint(source, tracking.teacher_run(source, eid, "k" * 16, {}),
+                            TeacherCheckpoint(5, {"w": torch.ones(2)}, {}, 1.0))
+    path = tmp_path / "runs.jsonl"
+    export_runs(source, "paper", path)
+    target = f"sqlite:///{tmp_path}/target.db"
+    tracking.init_store(target)
+    target_eid = tracking.ensure_experiment(target, "paper", tmp_path / "art")
+    mine = tracking.teacher_run(target, target_eid, "k" * 16, {})
+    assert import_runs(target, "paper", read_records(path)) == (0, 1)
+    assert tracking.teacher_run(target, target_eid, "k" * 16, {}) == mine
 
 
 def test_a_checkpoint_that_does_not_load_is_refused_in_one_line(tmp_path: Path) -> None:

@@ -100,6 +100,22 @@ def test_the_committed_export_alone_continues_the_sweep_on_a_new_store(smoke, fa
     assert not runs(fresh, "teacher")  # nothing was trained again
 
 
+def test_a_teacher_in_the_export_trains_on_from_its_checkpoint_on_a_new_store(fashion_tiny, tmp_path):
+    first, fresh = tmp_path / "first", tmp_path / "fresh"
+    lenet = ("--no-tables", "--set", "model=lenet")  # LeNet-5's checkpoint is small enough to travel
+    proc = run(sweep_command(fashion_tiny, first, *lenet, "--only", "*-e1"))  # the teacher stops at epoch 1
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (fresh / "smoke").mkdir(parents=True)
+    shutil.copy(first / "smoke" / "mlflow-runs.jsonl", fresh / "smoke")  # no store travels, only the file
+    proc = run(sweep_command(fashion_tiny, fresh, *lenet))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "5/5 cells finished (3 in this run, 2 earlier)" in proc.stderr
+    (teacher,) = runs(fresh, "teacher")
+    assert teacher.info.status == "FINISHED" and "raydistill.restored_from" in teacher.data.tags
+    trained = [m.step for m in client(fresh).get_metric_history(teacher.info.run_id, "train_loss")]
+    assert 1 not in trained and {2, 3} <= set(trained)  # epoch 1 came with the checkpoint: only 2-3 trained here
+
+
 def test_changing_a_fixed_setting_under_the_same_name_runs_new_cells(smoke, fashion_tiny, tmp_path):
     results = tmp_path / "copy"
     shutil.copytree(smoke[0], results)
