@@ -117,7 +117,7 @@ def claim_rows(cells: pd.DataFrame, paper: PaperNumbers) -> pd.DataFrame:
             "n": 0 if ours is None else ours.n, "training images (ours)": ", ".join(images) or "–",
             "95 % interval": "–" if ours is None else f"{ours.low:.2f} – {ours.high:.2f} ({ours.kind})",
             "verdict": verdict(float(claim["value"]), ours, reason(claim)), "source": claim["source"],
-            "_mean": None if ours is None else ours.mean,
+            "_mean": None if ours is None else ours.mean, "_std": None if ours is None else ours.std,
         })
     return pd.DataFrame(rows)
 
@@ -155,4 +155,30 @@ def tally(claims: pd.DataFrame) -> pd.DataFrame:
         rows.append({"table": f"Table {table}", "printed claims": len(group), "measured": len(measured),
                      "paper inside our 95 % interval": inside, "outside": len(measured) - inside,
                      "not measured": len(group) - len(measured)})
+    return pd.DataFrame(rows)
+
+
+def _span(values: pd.Series, fmt: str = "{:.2f}") -> str:
+    low, high = values.min(), values.max()
+    return fmt.format(low) if low == high else f"{fmt.format(low)} to {fmt.format(high)}"
+
+
+def by_row(claims: pd.DataFrame) -> pd.DataFrame:
+    """The measured accuracy claims, one line per row of the paper's tables (table, dataset, model,
+    set) over the epochs measured: the printed values, ours (each cell's mean), n, the largest
+    spread over seeds (sample std; '–' when every cell has one run), the gaps and how many of the
+    printed values lie inside our 95 % interval."""
+    measured = claims[claims["_mean"].notna() & (claims["metric"] == "accuracy")]
+    rows = []
+    for (table, dataset, model, kind), group in measured.groupby(["table", "dataset", "model", "set"], sort=True):
+        paper = pd.to_numeric(group["paper (%)"])
+        spreads = group["_std"].dropna()
+        rows.append({
+            "table": table, "dataset": dataset, "model": model, "set": kind,
+            "epochs": ", ".join(str(e) for e in sorted(group["epochs"])), "paper (%)": _span(paper),
+            "ours (%)": _span(group["_mean"]), "n": _span(group["n"], "{:d}"),
+            "spread over seeds (pp)": f"{spreads.max():.2f}" if len(spreads) else "–",
+            "ours − paper (pp)": _span(group["_mean"] - paper, "{:+.2f}"),
+            "paper inside our 95 % interval": f"{int(group['verdict'].str.startswith('inside').sum())} of {len(group)}",
+        })
     return pd.DataFrame(rows)

@@ -85,3 +85,24 @@ def test_the_headline_claims_point_at_the_nearest_measured_cell():
     row = claims.headline_rows(claims.claim_rows(cells, paper), text).iloc[0]
     assert row["claim"] == "99.93% on mnist" and row["verdict"].startswith("not measured at its settings")
     assert row["nearest measured (ours)"].startswith("83.00 (n=1, baseline, 600 epochs; paper there: 99.26")
+
+
+def test_the_measured_claims_by_row_give_ranges_n_spread_and_how_many_are_inside():
+    paper = load_paper()  # Table 1, MNIST, LeNet-5, ipc 10: 99.36 at 200 epochs, 99.51 at 300
+    cells = runs({"model": "lenet", "student_epochs": 200, "accuracy": 0.80},
+                 {"model": "lenet", "student_epochs": 200, "accuracy": 0.84},  # 82.00 ± 2.83 (n = 2)
+                 {"model": "lenet", "student_epochs": 300, "accuracy": 0.85},  # 85.00 (n = 1)
+                 {"model": "baseline", "student_epochs": 200, "accuracy": 0.975, "train_limit": 10_000})
+    rows = claims.by_row(claims.claim_rows(cells, paper)).set_index(["table", "dataset", "model", "set"])
+    lenet = rows.loc[(1, "mnist", "lenet", "distilled, ipc 10")]
+    assert (lenet["epochs"], lenet["paper (%)"], lenet["ours (%)"], lenet["n"]) == ("200, 300", "99.36 to 99.51",
+                                                                                   "82.00 to 85.00", "1 to 2")
+    assert lenet["spread over seeds (pp)"] == "2.83"  # sqrt(((80 - 82)^2 + (84 - 82)^2) / 1)
+    assert lenet["ours − paper (pp)"] == "-17.36 to -14.51"  # 82.00 - 99.36 and 85.00 - 99.51
+    # 2 seeds: t(0.975, 1) = 12.7 x 2.83 x sqrt(1.5) = 44 pp wide, 99.36 inside; 85.00 alone: outside
+    assert lenet["paper inside our 95 % interval"] == "1 of 2"
+    baseline = rows.loc[(1, "mnist", "baseline", "distilled, ipc 10")]  # 97.50 vs 97.51: inside, one run
+    assert (baseline["n"], baseline["spread over seeds (pp)"], baseline["paper inside our 95 % interval"]) == (
+        "1", "–", "1 of 1")
+    assert (3, "mnist", "baseline", "distilled, ipc 10") in rows.index  # Table 3 prints the same cell
+    assert len(rows) == 3
