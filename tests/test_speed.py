@@ -25,8 +25,11 @@ STEPS = 4
 BATCH = 32
 SHAPES = {"baseline": (1, 28, 28), "lenet": (1, 28, 28), "convnet3": (1, 28, 28), "resnet34": (3, 8, 8)}
 # (relative tolerance on each step's loss, on the trained model's per-image gradient norms);
-# measured worst cases: compiled 1.4e-6 and 7.6e-4 (ConvNet-3), channels-last 8e-5 and 6.1e-3 (ConvNet-3)
-COMPILED = (1e-5, 5e-3)
+# measured worst cases: compiled 1.4e-6 and 7.6e-4 (ConvNet-3) on an AVX-512 CPU, 9.4e-5 and 6.0e-3 on
+# an AVX2 one (inductor's kernels sum in another order, and instance norm on one batch of noise
+# amplifies it ~100x a step); channels-last 8e-5 and 6.1e-3 (ConvNet-3). One step changes the loss by
+# 1.3 % (LeNet-5) to 25 % (ConvNet-3) and the norms by 14-18 % (median), so a skipped step still fails.
+COMPILED = (1e-3, 2e-2)
 CHANNELS_LAST = (1e-3, 3e-2)
 BF16_LOSS = 2e-2  # measured worst: 2.9e-3 (ConvNet-3); the norms move by a few percent, not compared
 PROBA_ATOL = 1e-4  # compiled evaluation against eager, same weights; measured 2.3e-5
