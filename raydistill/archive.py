@@ -31,7 +31,8 @@ from raydistill.errors import ConfigError
 from raydistill.protocols import StudentCheckpoint
 from raydistill.teacher import TeacherCheckpoint
 from raydistill.tracking import (CELL_KEY, CHECKPOINT_EPOCH, ROLE, TEACHER, ensure_experiment, finished_cells,
-                                 latest_student_checkpoint, load_checkpoint, log_checkpoint, milestone_tag, search)
+                                 latest_student_checkpoint, load_checkpoint, log_checkpoint, milestone_tag, retrying,
+                                 search)
 
 ROLES = ("sweep", "cell")  # a sweep's provenance (machine, params) and its cells
 TEACHER_BYTES = 4 * 2**20  # the export is committed: LeNet-5's (0.7 MB) travels, the Baseline's (14 MB) stays behind
@@ -160,7 +161,8 @@ def import_runs(uri: str, experiment: str, records: list[dict], artifact_root: P
 
 def _restore(client: MlflowClient, experiment_id: str, rec: dict) -> None:
     tags = {**rec["tags"], RESTORED: rec["run_id"]}
-    run_id = client.create_run(experiment_id, start_time=rec["start_time"], run_name=rec["run_name"]).info.run_id
+    run_id = retrying(lambda: client.create_run(experiment_id, start_time=rec["start_time"],
+                                                run_name=rec["run_name"])).info.run_id
     stamp = rec["end_time"] or rec["start_time"] or 0
     metrics = [Metric(k, v, stamp, 0) for k, v in rec["metrics"].items() if k not in rec["histories"]]
     metrics += [Metric(k, value, timestamp, step) for k, steps in rec["histories"].items()

@@ -23,12 +23,15 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import TypeVar
 
 import mlflow
 import torch
 from mlflow.entities import Metric, Run, ViewType
+from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, MLFLOW_HTTP_REQUEST_MAX_RETRIES
+from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
@@ -47,6 +50,7 @@ CHECKPOINT_EPOCH, RESUMED = "raydistill.checkpoint_epoch", "raydistill.resumed_f
 STUDENT_FROM = "raydistill.student_from"  # the cell whose trained student a cell continued (and scored another way)
 SCORED_ON = "raydistill.scored_on"  # the context of the input a cell's metrics were computed on (raydistill.inputs)
 SQLITE = "sqlite:///"
+T = TypeVar("T")
 
 
 def local_store(results_dir: Path) -> str:
@@ -106,7 +110,13 @@ def ensure_experiment(uri: str, name: str, artifact_root: Path | None) -> str:
     # carry), opening on a saved view that shows the key metrics
     tags = {"mlflow.experimentKind": "custom_model_development",
             f"mlflow.sharedViewState.{VIEW}": comparison_view(int(time.time() * 1000))}
-    return client.create_experiment(name, artifact_location=location, tags=tags)
+    try:
+        return retrying(lambda: client.create_experiment(name, artifact_location=location, tags=tags))
+    except MlflowException:
+        experiment = client.get_experiment_by_name(name)  # a retry whose first try had created it
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 VIEW = "comparison"  # the saved runs-list view of every sweep experiment
@@ -134,12 +144,36 @@ def search(uri: str, experiment_id: str, role: str, view: int = ViewType.ACTIVE_
             return sorted(found, key=lambda r: r.info.start_time)
 
 
+def transient(err: BaseException) -> bool:
+    """An MLflow call that may succeed if sent again: no answer (connection lost, timed out), a
+    server error (5xx, e.g. a proxy's 502 while the server restarts) or 429."""
+    return isinstance(err, MlflowException) and (err.get_http_status_code() >= 500 or err.get_http_status_code() == 429)
+
+
+def retrying(call: Callable[[], T], sleep: Callable[[float], None] = time.sleep) -> T:
+    """`call`, sent again after a transient failure with MLflow's own retry budget and backoff
+    (MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR: again at once, then after
+    2, 4, 8, ... times the factor, at most 120 s). From 3.18 MLflow no longer retries a write that
+    is not idempotent (creating a run or experiment, logging inputs) once the server may have
+    received it; raydistill does, and removes the twins such a retry can leave."""
+    retries, factor = MLFLOW_HTTP_REQUEST_MAX_RETRIES.get(), MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get()
+    for attempt in range(retries):
+        try:
+            return call()
+        except MlflowException as err:
+            if not transient(err):
+                raise
+            log.warning("MLflow call failed (%s); trying again (%d of %d)", err, attempt + 1, retries)
+            sleep(0 if attempt == 0 else min(120.0, factor * 2 ** attempt))
+    return call()
+
+
 def _create_once(uri: str, experiment_id: str, run_name: str, tags: dict[str, str], identity: str) -> str:
     """Create a run that must exist once (none does yet), and soft-delete any twin with the same
-    role and `identity` tag: MLflow's client retries a POST whose answer was lost (e.g. the
-    server restarted), and the server may have created the run the first time already."""
+    role and `identity` tag: a create whose answer was lost (e.g. the server restarted) is sent
+    again, and the server may have created the run the first time already."""
     client = MlflowClient(uri)
-    run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    run_id = retrying(lambda: client.create_run(experiment_id, run_name=run_name, tags=tags)).info.run_id
     for twin in search(uri, experiment_id, tags[ROLE]):
         if twin.data.tags.get(identity) == tags[identity] and twin.info.run_id != run_id:
             client.delete_run(twin.info.run_id)
@@ -206,7 +240,7 @@ def close_running(uri: str, experiment_id: str, status: str = "KILLED") -> list[
 def record_failed_cell(uri: str, experiment_id: str, name: str, tags: dict[str, str], params: dict, error: str) -> None:
     """A FAILED run for a cell that could not start (its teacher failed), carrying the error."""
     client = MlflowClient(uri)
-    run = client.create_run(experiment_id, run_name=name, tags={**tags, ERROR: error[:5000]})
+    run = retrying(lambda: client.create_run(experiment_id, run_name=name, tags={**tags, ERROR: error[:5000]}))
     client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items()])
     client.set_terminated(run.info.run_id, "FAILED")
 

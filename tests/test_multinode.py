@@ -48,10 +48,11 @@ from sweeps_util import REPO, SMOKE_CELLS
 T = TypeVar("T")
 SWEEP_SECONDS = 600.0  # a deadline, not an expectation: a sweep takes 2-4 minutes on 2 loaded cores
 MB = 1024 * 1024
-# MLflow's client retries every request (POSTs too) with exponential backoff; these settings ride
-# out a server restart of up to a minute (retries after 0, 2, 4, 8, 16 and 32 s) and bound a hung
-# request, where the defaults (7 retries, factor 2, 120 s timeout) would leave a trial waiting about
-# 4 minutes for a server that is gone for good before Tune may retry it elsewhere.
+# MLflow's client retries its idempotent requests with exponential backoff, and raydistill its
+# creates (raydistill.tracking.retrying) with the same settings; these ride out a server restart of
+# up to a minute (retries after 0, 2, 4, 8, 16 and 32 s) and bound a hung request, where the
+# defaults (7 retries, factor 2, 120 s timeout) would leave a trial waiting about 4 minutes for a
+# server that is gone for good before Tune may retry it elsewhere.
 MLFLOW_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
 

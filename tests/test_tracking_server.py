@@ -209,6 +209,74 @@ def test_sqlite_checks_create_nothing(tmp_path):
     assert "not an SQLite database" in message
 
 
+# ---- writes whose answer is lost: MLflow (>= 3.18) does not send a create again; raydistill does ----
+
+def test_a_create_whose_answer_is_lost_is_sent_again_and_leaves_one_run(server, monkeypatch):
+    """Through a proxy that commits every run's first create and drops its answer: the sweep's,
+    the teacher's and the experiment's creates each come back once, their first copies deleted."""
+    from test_multinode import LosesFirstCreateAnswers, http_server, proxy
+
+    from raydistill import tracking
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    lost: set[str] = set()
+    with http_server(proxy(server.uri, LosesFirstCreateAnswers, lost=lost)) as uri:
+        experiment_id = tracking.ensure_experiment(uri, "lost-answers", None)
+        sweep = tracking.sweep_run(uri, experiment_id, "sweep-a", {"cells": 2})
+        teacher = tracking.teacher_run(uri, experiment_id, "key-a", {"model": "lenet"})
+    assert lost == {"sweep-a", "teacher-lenet-key-a"}
+    client = MlflowClient(server.uri)
+    for role, run_id in (("sweep", sweep), ("teacher", teacher)):
+        runs = client.search_runs([experiment_id], f"tags.`{tracking.ROLE}` = '{role}'", run_view_type=ViewType.ALL)
+        assert [r.info.run_id for r in runs if r.info.lifecycle_stage == "active"] == [run_id]
+        assert len(runs) == 2  # the first copy, soft-deleted
+    assert client.get_run(sweep).data.params == {"cells": "2"}
+
+
+def raises(error: Exception):
+    def call():
+        raise error
+    return call
+
+
+def transient_error() -> Exception:
+    from mlflow.exceptions import MlflowException
+    return MlflowException("API request to http://x/api/2.0/mlflow/runs/create failed with exception "
+                           "('Connection aborted.', RemoteDisconnected('Remote end closed connection without response'))")
+
+
+def test_retrying_waits_like_mlflow_and_gives_up_after_its_budget(monkeypatch):
+    from mlflow.exceptions import MlflowException, RestException
+
+    from raydistill.tracking import retrying
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "3")
+    waits: list[float] = []
+    failures = iter([transient_error(), MlflowException("bad gateway", error_code="TEMPORARILY_UNAVAILABLE"),
+                     RestException({"error_code": "INTERNAL_ERROR", "message": "database is locked"})])
+
+    def flaky() -> str:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return "run-1"
+
+    assert retrying(flaky, sleep=waits.append) == "run-1"
+    assert waits == [0, 6, 12]  # as urllib3 backs off: at once, then factor x 2, x 4
+
+    waits.clear()
+    with pytest.raises(MlflowException, match="Connection aborted"):
+        retrying(raises(transient_error()), sleep=waits.append)
+    assert waits == [0, 6, 12, 24]  # four retries, five tries
+
+    waits.clear()
+    taken = RestException({"error_code": "RESOURCE_ALREADY_EXISTS", "message": "exists"})
+    with pytest.raises(RestException, match="exists"):
+        retrying(raises(taken), sleep=waits.append)
+    assert waits == []  # a refusal is not sent again
+
+
 def test_ctrl_c_stops_the_server_and_its_workers(server):
     """Last: stops the module's server the way Ctrl-C in its terminal would."""
     port = int(server.uri.rsplit(":", 1)[1])
@@ -217,3 +285,4 @@ def test_ctrl_c_stops_the_server_and_its_workers(server):
     assert server.process.returncode == 0, out
     assert "MLflow tracking server at" in out and "stopping" in out
     assert not port_open(port)
+

@@ -87,8 +87,9 @@ def run_cell(cell: dict, ctx: dict, data: Dataset) -> None:
     tracking.drop_unfinished_cell_runs(uri, experiment_id, cell["key"])
     tags = cell_tags(cell, ctx, cfg) | {"ray_trial_id": tune.get_context().get_trial_id(),
                                        tracking.NODE: ray.get_runtime_context().get_node_id()}
-    mlf = setup_mlflow(cell_params(cell, cfg), tracking_uri=uri, experiment_id=experiment_id, run_name=cell["name"],
-                       tags=tags)
+    # a twin left by a create whose answer was lost is removed with the unfinished runs once this one ends
+    mlf = tracking.retrying(lambda: setup_mlflow(cell_params(cell, cfg), tracking_uri=uri, experiment_id=experiment_id,
+                                                 run_name=cell["name"], tags=tags))
     run_id = mlf.active_run().info.run_id
     history = tracking.MetricLog(uri, run_id)
 
