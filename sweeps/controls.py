@@ -17,7 +17,8 @@ each), then the paper's sets at ipc 1 and 10 and on Fashion-MNIST at 50.
 Cost rule (measured with `python benchmarks/run.py --only cost`): the whole grid came to about 43
 CPU hours here, over the issue's ~30, so its costliest cells run only for the published control:
 MNIST at ipc 50 (1000 epochs x 500 images, about an hour per model on one CPU thread, 9.6 h a
-cell). The paper's two sets there need `--mnist-50` (about 19 more CPU hours).
+cell). The paper's two sets there need `--mnist-50` (about 19 more CPU hours). On an AVX2 CPU,
+two cores shared by three trials, a model there took about 2.5 hours (docs/controls.md).
 """
 
 from raydistill.dc import reference_epochs
