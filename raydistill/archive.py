@@ -161,8 +161,9 @@ def import_runs(uri: str, experiment: str, records: list[dict], artifact_root: P
 
 def _restore(client: MlflowClient, experiment_id: str, rec: dict) -> None:
     tags = {**rec["tags"], RESTORED: rec["run_id"]}
-    run_id = retrying(lambda: client.create_run(experiment_id, start_time=rec["start_time"],
-                                                run_name=rec["run_name"])).info.run_id
+    created = retrying(client.tracking_uri,
+                       lambda: client.create_run(experiment_id, start_time=rec["start_time"], run_name=rec["run_name"]))
+    run_id = created.info.run_id
     stamp = rec["end_time"] or rec["start_time"] or 0
     metrics = [Metric(k, v, stamp, 0) for k, v in rec["metrics"].items() if k not in rec["histories"]]
     metrics += [Metric(k, value, timestamp, step) for k, steps in rec["histories"].items()

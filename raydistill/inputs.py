@@ -84,7 +84,8 @@ def log(cfg: TrialConfig, data: Dataset, result: TrialResult) -> None:
     tags = [{SET_TAG: f"1 of {cfg.eval_sets}"} if c == SET and cfg.eval_sets > 1 else None for c in contexts]
     for attempt in range(2):
         try:
-            tracking.retrying(lambda: mlflow.log_inputs([found[c] for c in contexts], contexts, tags))
+            tracking.retrying(mlflow.get_tracking_uri(),
+                              lambda: mlflow.log_inputs([found[c] for c in contexts], contexts, tags))
             break
         except MlflowException as err:
             # another run added the same dataset (unique per experiment) meanwhile: it is there now, so

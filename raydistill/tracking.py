@@ -111,7 +111,7 @@ def ensure_experiment(uri: str, name: str, artifact_root: Path | None) -> str:
     tags = {"mlflow.experimentKind": "custom_model_development",
             f"mlflow.sharedViewState.{VIEW}": comparison_view(int(time.time() * 1000))}
     try:
-        return retrying(lambda: client.create_experiment(name, artifact_location=location, tags=tags))
+        return retrying(uri, lambda: client.create_experiment(name, artifact_location=location, tags=tags))
     except MlflowException:
         experiment = client.get_experiment_by_name(name)  # a retry whose first try had created it
         if experiment is None:
@@ -150,13 +150,15 @@ def transient(err: BaseException) -> bool:
     return isinstance(err, MlflowException) and (err.get_http_status_code() >= 500 or err.get_http_status_code() == 429)
 
 
-def retrying(call: Callable[[], T], sleep: Callable[[float], None] = time.sleep) -> T:
-    """`call`, sent again after a transient failure with MLflow's own retry budget and backoff
-    (MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR: again at once, then after
-    2, 4, 8, ... times the factor, at most 120 s). From 3.18 MLflow no longer retries a write that
-    is not idempotent (creating a run or experiment, logging inputs) once the server may have
-    received it; raydistill does, and removes the twins such a retry can leave."""
-    retries, factor = MLFLOW_HTTP_REQUEST_MAX_RETRIES.get(), MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get()
+def retrying(uri: str, call: Callable[[], T], sleep: Callable[[float], None] = time.sleep) -> T:
+    """`call` to the tracking server at `uri`, sent again after a transient failure with MLflow's
+    own retry budget and backoff (MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR:
+    again at once, then after 2, 4, 8, ... times the factor, at most 120 s). From 3.18 MLflow no
+    longer retries a write that is not idempotent (creating a run or experiment, logging inputs)
+    once the server may have received it; raydistill does, and removes the twins such a retry can
+    leave. A local store (no HTTP) has no answer to lose: its errors are raised at once."""
+    retries = MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() if uri.startswith(("http://", "https://")) else 0
+    factor = MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get()
     for attempt in range(retries):
         try:
             return call()
@@ -173,7 +175,7 @@ def _create_once(uri: str, experiment_id: str, run_name: str, tags: dict[str, st
     role and `identity` tag: a create whose answer was lost (e.g. the server restarted) is sent
     again, and the server may have created the run the first time already."""
     client = MlflowClient(uri)
-    run_id = retrying(lambda: client.create_run(experiment_id, run_name=run_name, tags=tags)).info.run_id
+    run_id = retrying(uri, lambda: client.create_run(experiment_id, run_name=run_name, tags=tags)).info.run_id
     for twin in search(uri, experiment_id, tags[ROLE]):
         if twin.data.tags.get(identity) == tags[identity] and twin.info.run_id != run_id:
             client.delete_run(twin.info.run_id)
@@ -240,7 +242,7 @@ def close_running(uri: str, experiment_id: str, status: str = "KILLED") -> list[
 def record_failed_cell(uri: str, experiment_id: str, name: str, tags: dict[str, str], params: dict, error: str) -> None:
     """A FAILED run for a cell that could not start (its teacher failed), carrying the error."""
     client = MlflowClient(uri)
-    run = retrying(lambda: client.create_run(experiment_id, run_name=name, tags={**tags, ERROR: error[:5000]}))
+    run = retrying(uri, lambda: client.create_run(experiment_id, run_name=name, tags={**tags, ERROR: error[:5000]}))
     client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items()])
     client.set_terminated(run.info.run_id, "FAILED")
 

@@ -233,6 +233,9 @@ def test_a_create_whose_answer_is_lost_is_sent_again_and_leaves_one_run(server, 
     assert client.get_run(sweep).data.params == {"cells": "2"}
 
 
+URI = "http://127.0.0.1:5000"  # a tracking server: its creates are sent again (a local store's are not)
+
+
 def raises(error: Exception):
     def call():
         raise error
@@ -262,19 +265,22 @@ def test_retrying_waits_like_mlflow_and_gives_up_after_its_budget(monkeypatch):
             raise error
         return "run-1"
 
-    assert retrying(flaky, sleep=waits.append) == "run-1"
+    assert retrying(URI, flaky, sleep=waits.append) == "run-1"
     assert waits == [0, 6, 12]  # as urllib3 backs off: at once, then factor x 2, x 4
 
     waits.clear()
     with pytest.raises(MlflowException, match="Connection aborted"):
-        retrying(raises(transient_error()), sleep=waits.append)
+        retrying(URI, raises(transient_error()), sleep=waits.append)
     assert waits == [0, 6, 12, 24]  # four retries, five tries
 
     waits.clear()
     taken = RestException({"error_code": "RESOURCE_ALREADY_EXISTS", "message": "exists"})
     with pytest.raises(RestException, match="exists"):
-        retrying(raises(taken), sleep=waits.append)
+        retrying(URI, raises(taken), sleep=waits.append)
     assert waits == []  # a refusal is not sent again
+    with pytest.raises(MlflowException, match="Connection aborted"):
+        retrying("sqlite:///mlflow.db", raises(transient_error()), sleep=waits.append)
+    assert waits == []  # nor is anything to a local store
 
 
 def test_ctrl_c_stops_the_server_and_its_workers(server):

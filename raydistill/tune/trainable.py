@@ -88,8 +88,8 @@ def run_cell(cell: dict, ctx: dict, data: Dataset) -> None:
     tags = cell_tags(cell, ctx, cfg) | {"ray_trial_id": tune.get_context().get_trial_id(),
                                        tracking.NODE: ray.get_runtime_context().get_node_id()}
     # a twin left by a create whose answer was lost is removed with the unfinished runs once this one ends
-    mlf = tracking.retrying(lambda: setup_mlflow(cell_params(cell, cfg), tracking_uri=uri, experiment_id=experiment_id,
-                                                 run_name=cell["name"], tags=tags))
+    mlf = tracking.retrying(uri, lambda: setup_mlflow(cell_params(cell, cfg), tracking_uri=uri,
+                                                      experiment_id=experiment_id, run_name=cell["name"], tags=tags))
     run_id = mlf.active_run().info.run_id
     history = tracking.MetricLog(uri, run_id)
 
