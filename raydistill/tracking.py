@@ -50,6 +50,7 @@ CHECKPOINT_EPOCH, RESUMED = "raydistill.checkpoint_epoch", "raydistill.resumed_f
 STUDENT_FROM = "raydistill.student_from"  # the cell whose trained student a cell continued (and scored another way)
 SCORED_ON = "raydistill.scored_on"  # the context of the input a cell's metrics were computed on (raydistill.inputs)
 SQLITE = "sqlite:///"
+HTTP = ("http://", "https://")  # a tracking server's URI; anything else is a local store
 T = TypeVar("T")
 
 
@@ -61,7 +62,7 @@ def local_store(results_dir: Path) -> str:
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """A tracking server answers its health check within `timeout` (for readers; a sweep uses the
     fuller raydistill.tracking_server.verify_tracking)."""
-    if not uri.startswith(("http://", "https://")):
+    if not uri.startswith(HTTP):
         return
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
@@ -147,7 +148,10 @@ def search(uri: str, experiment_id: str, role: str, view: int = ViewType.ACTIVE_
 def transient(err: BaseException) -> bool:
     """An MLflow call that may succeed if sent again: no answer (connection lost, timed out), a
     server error (5xx, e.g. a proxy's 502 while the server restarts) or 429."""
-    return isinstance(err, MlflowException) and (err.get_http_status_code() >= 500 or err.get_http_status_code() == 429)
+    if not isinstance(err, MlflowException):
+        return False
+    status = err.get_http_status_code()
+    return status >= 500 or status == 429
 
 
 def retrying(uri: str, call: Callable[[], T], sleep: Callable[[float], None] = time.sleep) -> T:
@@ -157,7 +161,7 @@ def retrying(uri: str, call: Callable[[], T], sleep: Callable[[float], None] = t
     longer retries a write that is not idempotent (creating a run or experiment, logging inputs)
     once the server may have received it; raydistill does, and removes the twins such a retry can
     leave. A local store (no HTTP) has no answer to lose: its errors are raised at once."""
-    retries = MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() if uri.startswith(("http://", "https://")) else 0
+    retries = MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() if uri.startswith(HTTP) else 0
     factor = MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get()
     for attempt in range(retries):
         try:

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 from mlflow.entities import ViewType
+from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 
+from raydistill import tracking
 from raydistill.config import ConfigError
 from raydistill.tracking_server import PROBE_EXPERIMENT, TrackingServer, start_server, verify_tracking
 
@@ -214,9 +216,7 @@ def test_sqlite_checks_create_nothing(tmp_path):
 def test_a_create_whose_answer_is_lost_is_sent_again_and_leaves_one_run(server, monkeypatch):
     """Through a proxy that commits every run's first create and drops its answer: the sweep's,
     the teacher's and the experiment's creates each come back once, their first copies deleted."""
-    from test_multinode import LosesFirstCreateAnswers, http_server, proxy
-
-    from raydistill import tracking
+    from test_multinode import LosesFirstCreateAnswers, http_server, proxy  # here: it loads Ray
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
     lost: set[str] = set()
@@ -243,16 +243,11 @@ def raises(error: Exception):
 
 
 def transient_error() -> Exception:
-    from mlflow.exceptions import MlflowException
     return MlflowException("API request to http://x/api/2.0/mlflow/runs/create failed with exception "
                            "('Connection aborted.', RemoteDisconnected('Remote end closed connection without response'))")
 
 
 def test_retrying_waits_like_mlflow_and_gives_up_after_its_budget(monkeypatch):
-    from mlflow.exceptions import MlflowException, RestException
-
-    from raydistill.tracking import retrying
-
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "3")
     waits: list[float] = []
@@ -265,21 +260,21 @@ def test_retrying_waits_like_mlflow_and_gives_up_after_its_budget(monkeypatch):
             raise error
         return "run-1"
 
-    assert retrying(URI, flaky, sleep=waits.append) == "run-1"
+    assert tracking.retrying(URI, flaky, sleep=waits.append) == "run-1"
     assert waits == [0, 6, 12]  # as urllib3 backs off: at once, then factor x 2, x 4
 
     waits.clear()
     with pytest.raises(MlflowException, match="Connection aborted"):
-        retrying(URI, raises(transient_error()), sleep=waits.append)
+        tracking.retrying(URI, raises(transient_error()), sleep=waits.append)
     assert waits == [0, 6, 12, 24]  # four retries, five tries
 
     waits.clear()
     taken = RestException({"error_code": "RESOURCE_ALREADY_EXISTS", "message": "exists"})
     with pytest.raises(RestException, match="exists"):
-        retrying(URI, raises(taken), sleep=waits.append)
+        tracking.retrying(URI, raises(taken), sleep=waits.append)
     assert waits == []  # a refusal is not sent again
     with pytest.raises(MlflowException, match="Connection aborted"):
-        retrying("sqlite:///mlflow.db", raises(transient_error()), sleep=waits.append)
+        tracking.retrying("sqlite:///mlflow.db", raises(transient_error()), sleep=waits.append)
     assert waits == []  # nor is anything to a local store
 
 
@@ -291,4 +286,3 @@ def test_ctrl_c_stops_the_server_and_its_workers(server):
     assert server.process.returncode == 0, out
     assert "MLflow tracking server at" in out and "stopping" in out
     assert not port_open(port)
-
