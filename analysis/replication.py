@@ -27,8 +27,10 @@ from analysis.paper import load_paper
 from analysis.runs import COMMANDS as RUN_COMMANDS
 from analysis.runs import load_cells
 from analysis.tables import Table, control_tables, flat, markdown, run_list
+from raydistill import tracking
 from raydistill.archive import FILE, RESTORED, model_checkpoints
 from raydistill.tracking import MACHINE
+from raydistill.tune.grid import TeacherJob, expand, teacher_jobs
 
 PAPER = ('"Image Distillation with the Machine-Learned Gradient of the Loss Function and the K-Means Method" '
          "(Mathematics, 2025)")
@@ -107,21 +109,63 @@ def forensics_section(honest: pd.DataFrame, forensic: pd.DataFrame) -> Section:
                           table.map(verdict._text).set_index("hypothesis"))])
 
 
+def seconds_per_epoch(client: MlflowClient, run_id: str) -> float | None:
+    """A teacher run's wall seconds per training epoch: the median gap between consecutive epochs'
+    logged losses (a restart or a checkpoint upload does not skew it)."""
+    history = sorted(client.get_metric_history(run_id, "train_loss"), key=lambda m: m.timestamp)
+    gaps = [(b.timestamp - a.timestamp) / 1000 for a, b in zip(history, history[1:]) if b.step == a.step + 1]
+    return float(pd.Series(gaps).median()) if gaps else None
+
+
+def teachers_left(runs: list, others: list, jobs: dict[str, TeacherJob], pace: dict[str, float | None]) -> pd.DataFrame:
+    """Per teacher the unfinished cells wait for (`runs`: its experiment's teacher runs): the epoch
+    its newest run reached, the epochs still to train to the milestones they need, and the hours
+    that takes at the seconds per epoch measured here (`pace` by run id: its own run's, else the
+    median of the same dataset and model's teachers in any experiment, `others`)."""
+    newest = {r.data.tags.get(tracking.TEACHER): r for r in runs}
+    rows = []
+    for key, job in jobs.items():
+        run = newest.get(key)
+        done = tracking.milestones_done(run) if run else set()
+        todo = [m for m in job.milestones if m not in done]
+        if not todo:
+            continue
+        reached = int(run.data.tags.get(tracking.CHECKPOINT_EPOCH, 0)) if run else 0
+        start = reached if reached < min(todo) else 0  # a checkpoint past a missing milestone cannot give it
+        cfg = job.config
+        alike = [pace[r.info.run_id] for r in others if pace[r.info.run_id] and r.data.params.get("dataset") == cfg.dataset
+                 and r.data.params.get("model") == cfg.model and r.data.params.get("train_limit") == str(cfg.train_limit)]
+        own = pace[run.info.run_id] if run else None
+        seconds = own or (float(pd.Series(alike).median()) if alike else None)
+        rows.append({"teacher": job.name, "dataset": cfg.dataset, "model": cfg.model, "seed": cfg.seed,
+                     "training images": "all" if cfg.train_limit is None else f"{cfg.train_limit:,}",
+                     "epoch reached": start, "epochs needed": max(todo), "epochs left": max(todo) - start,
+                     "s per epoch here": "–" if seconds is None else f"{seconds:.0f}" + (
+                         "" if own else f" (median of {len(alike)} alike)"),
+                     "hours left": "–" if seconds is None else f"{(max(todo) - start) * seconds / 3600:.1f}"})
+    return pd.DataFrame(rows)
+
+
 def coverage(uri: str, names: dict[str, str]) -> Section:
-    """What the grids hold that has not finished, each cell with why, the evaluation models an
-    interrupted dc cell has kept (the same command continues from them), and the command."""
+    """What the grids hold that has not finished, each cell with why and the teacher it waits for,
+    the evaluation models an interrupted dc cell has kept (the same command continues from them),
+    what each waited-for teacher still costs here, and the command."""
     from argparse import Namespace
 
-    from raydistill.tune.grid import expand
     from sweeps import controls as controls_grid
     from sweeps import forensics
 
     grids = {"paper-settings": (forensics.paper_settings(own_teachers=False), None),
              "controls": (controls_grid.grid(Namespace(smoke=False, mnist_50=True)),
                           controls_grid.grid(Namespace(smoke=False, mnist_50=False)))}
-    client, lines, rows = MlflowClient(uri), [], []
+    client, lines, rows, teachers = MlflowClient(uri), [], [], []
+    experiments = {role: client.get_experiment_by_name(names[role]) for role in grids}
+    teacher_runs = {role: [] if e is None else tracking.search(uri, e.experiment_id, "teacher")
+                    for role, e in experiments.items()}
+    every_teacher = [r for found in teacher_runs.values() for r in found]
+    pace = {r.info.run_id: seconds_per_epoch(client, r.info.run_id) for r in every_teacher}
     for role, (grid, default) in grids.items():
-        experiment = client.get_experiment_by_name(names[role])
+        experiment = experiments[role]
         finished = set() if experiment is None else {
             r.data.tags.get("raydistill.cell_key") for r in client.search_runs(
                 [experiment.experiment_id], "tags.`raydistill.role` = 'cell' and attributes.status = 'FINISHED'",
@@ -131,21 +175,31 @@ def coverage(uri: str, names: dict[str, str]) -> Section:
         cells = expand(grid, {"seed": 0})
         kept = None if default is None else {c.key for c in expand(default, {"seed": 0})}
         first_seed = min(c.config.seed for c in cells)
-        for cell in (c for c in cells if c.key not in finished):
+        left = [c for c in cells if c.key not in finished]
+        jobs = teacher_jobs(left)
+        for cell in left:
             why = ("left out by the cost rule (`--mnist-50` runs it)" if kept is not None and cell.key not in kept
                    else "hypothesis" if cell.config.is_forensics
                    else "honest, seed " + str(cell.config.seed) + (" (a seed of the error bars)"
                                                                    if cell.config.seed != first_seed else ""))
             models = cell.config.eval_sets * cell.config.eval_runs
             rows.append({"experiment": names[role], "cell": cell.name, "why it is listed": why,
+                         "waits for": jobs[cell.teacher_key].name if cell.teacher_key else "",
                          "kept so far": (f"{kept_models[cell.key]} of {models} evaluation models"
                                          if cell.key in kept_models else ""), "key": cell.key})
-        done = sum(c.key in finished for c in cells)
+        teachers.append(teachers_left(teacher_runs[role], every_teacher, jobs, pace).assign(experiment=names[role]))
+        done = len(cells) - len(left)
         lines.append(f"- `{names[role]}`: {done} of {len(cells)} cells finished; the rest continue with "
                      f"`{COMMANDS[role]}`" + (" (`--mnist-50` for the cells the cost rule leaves out)"
                                                if kept is not None else ""))
-    tables = [Table("not_finished", "Cells not finished", "", pd.DataFrame(rows).set_index(["experiment", "cell"]))
-              ] if rows else []
+    waiting = pd.concat(teachers, ignore_index=True)
+    tables = [Table("teachers_left", "Teachers the unfinished cells wait for",
+                    "Why they are not run yet: their cost on this project's 2-core CPU. Hours left = epochs left x "
+                    "the wall seconds per epoch measured here (a trial beside others, on the machine that ran it); "
+                    "– where no teacher of that dataset and model has trained in this store.",
+                    waiting.set_index(["experiment", "teacher"]))] if not waiting.empty else []
+    tables += [Table("not_finished", "Cells not finished", "", pd.DataFrame(rows).set_index(["experiment", "cell"]))
+               ] if rows else []
     return Section("What has not been run", "\n".join(lines), tables)
 
 

@@ -12,8 +12,9 @@ from mlflow.tracking import MlflowClient
 from analysis import replication
 from raydistill import tracking
 from raydistill.protocols import StudentCheckpoint
-from raydistill.tune.grid import expand
+from raydistill.tune.grid import expand, teacher_jobs
 from sweeps import controls as controls_grid
+from sweeps import forensics
 
 PAPER = {"dataset": "mnist", "dataset_label": "mnist", "protocol": "paper", "method": "kmeans", "modifier": "grad-l1",
          "model": "lenet", "ipc": "10", "train_limit": "None"}
@@ -89,7 +90,7 @@ def test_the_report_sets_each_claim_beside_ours_with_its_interval_and_verdict(st
     # the grids' cells are listed until a run with their key finishes (these hand-made runs have other keys)
     assert "- `paper-settings`: 0 of 360 cells finished" in md and "- `controls`: 0 of 18 cells finished" in md
     assert md.count("left out by the cost rule") == 2
-    assert "| controls | mnist-random-none-ipc50-e1000 | honest, seed 0 | 4 of 10 evaluation models |" in md
+    assert "| controls | mnist-random-none-ipc50-e1000 | honest, seed 0 |  | 4 of 10 evaluation models |" in md
     summary = readme.read_text(encoding="utf-8")
     assert "old" not in summary and summary.endswith("\nafter\n")
     assert "| mnist | lenet | distilled, ipc 10 | 200 | 99.36 | 72.00 ± 2.00 | 3 | 62.06 – 81.94" in summary  # seeded
@@ -115,3 +116,42 @@ def test_a_store_without_the_experiments_says_what_is_missing(tmp_path: Path) ->
     assert "measured here: 0" in md and "No positive-control run has finished yet" in md
     assert "`paper-settings` (the paper's settings (issues 15, 21)): no finished run yet" in md
     assert replication.main(["--tracking-uri", f"sqlite:///{tmp_path}/nowhere.db", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_each_waited_for_teacher_says_what_it_still_costs_at_the_pace_measured_here(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    paper = client.create_experiment("paper-settings", artifact_location=(tmp_path / "a").as_uri())
+    cells = expand(forensics.paper_settings(own_teachers=False), {"seed": 0})
+    jobs = {(j.config.dataset, j.config.model, j.config.seed): j for j in teacher_jobs(cells).values()}
+
+    def teacher(seed: int, checkpoint: int, seconds: float, milestones: tuple[int, ...]) -> None:
+        job = jobs["fashion-mnist", "lenet", seed]
+        run = client.create_run(paper, tags={"raydistill.role": "teacher", tracking.TEACHER: job.key,
+                                             tracking.CHECKPOINT_EPOCH: str(checkpoint),
+                                             **{tracking.milestone_tag(m): "done" for m in milestones}})
+        client.log_param(run.info.run_id, "dataset", "fashion-mnist")
+        client.log_param(run.info.run_id, "model", "lenet")
+        client.log_param(run.info.run_id, "train_limit", "None")
+        start = 1_700_000_000_000  # epochs 1-3, then a restart an hour later repeats epoch 3 and goes on to 4
+        for step, at in ((1, 0), (2, seconds), (3, 2 * seconds), (3, 3600 + seconds), (4, 3600 + 2 * seconds)):
+            client.log_metric(run.info.run_id, "train_loss", 0.1, timestamp=start + int(at * 1000), step=step)
+        client.set_terminated(run.info.run_id, "KILLED")
+
+    teacher(1, 250, 30.0, (200,))  # on from its checkpoint: 350 epochs to 600
+    teacher(2, 250, 60.0, ())  # its checkpoint is past the missing milestone 200: from scratch
+    section = replication.coverage(uri, {"paper-settings": "paper-settings", "controls": "controls"})
+    left = {t.name: t.frame for t in section.tables}["teachers_left"].loc["paper-settings"].set_index("seed")
+    fashion = left[(left["dataset"] == "fashion-mnist") & (left["model"] == "lenet")]
+    assert fashion.loc[1, ["epoch reached", "epochs needed", "epochs left", "s per epoch here", "hours left"]].tolist() \
+        == [250, 600, 350, "30", "2.9"]  # 350 x 30 s
+    assert fashion.loc[2, ["epoch reached", "epochs left", "s per epoch here", "hours left"]].tolist() \
+        == [0, 600, "60", "10.0"]
+    # seed 0 has no run: the median pace of its dataset and model's teachers, (30 + 60) / 2 = 45 s, x 600 epochs
+    assert fashion.loc[0, ["epochs left", "s per epoch here", "hours left"]].tolist() \
+        == [600, "45 (median of 2 alike)", "7.5"]
+    mnist = left[(left["dataset"] == "mnist") & (left["model"] == "lenet")]
+    assert set(mnist["s per epoch here"]) == {"–"}  # nothing alike has trained here
+    not_finished = {t.name: t.frame for t in section.tables}["not_finished"]
+    waits = not_finished.loc[("paper-settings", "fashion-mnist-lenet-kmeans-grad-l1-ipc10-e600-s1"), "waits for"]
+    assert waits == jobs["fashion-mnist", "lenet", 1].name
