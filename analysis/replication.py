@@ -118,20 +118,19 @@ def seconds_per_epoch(client: MlflowClient, run_id: str) -> float | None:
 
 
 def teachers_left(runs: list, others: list, jobs: dict[str, TeacherJob], pace: dict[str, float | None]) -> pd.DataFrame:
-    """Per teacher the unfinished cells wait for (`runs`: its experiment's teacher runs): the epoch
-    its newest run reached, the epochs still to train to the milestones they need, and the hours
+    """Per teacher the unfinished cells wait for (`runs`: its experiment's teacher runs, oldest
+    first): the epoch its newest run reached, the epochs still to train to the milestones they need, and the hours
     that takes at the seconds per epoch measured here (`pace` by run id: its own run's, else the
     median of the same dataset and model's teachers in any experiment, `others`)."""
-    newest = {r.data.tags.get(tracking.TEACHER): r for r in runs}
+    newest = tracking.by_teacher(runs)
     rows = []
     for key, job in jobs.items():
-        run = newest.get(key)
-        done = tracking.milestones_done(run) if run else set()
+        run, done = newest.get(key, (None, set()))
         todo = [m for m in job.milestones if m not in done]
         if not todo:
             continue
         reached = int(run.data.tags.get(tracking.CHECKPOINT_EPOCH, 0)) if run else 0
-        start = reached if reached < min(todo) else 0  # a checkpoint past a missing milestone cannot give it
+        start = reached if tracking.continues_from(reached, todo) else 0
         cfg = job.config
         alike = [pace[r.info.run_id] for r in others if pace[r.info.run_id] and r.data.params.get("dataset") == cfg.dataset
                  and r.data.params.get("model") == cfg.model and r.data.params.get("train_limit") == str(cfg.train_limit)]

@@ -284,13 +284,25 @@ def milestones_done(run: Run) -> set[int]:
 
 
 def teachers(uri: str, experiment_id: str) -> dict[str, tuple[str, set[int]]]:
-    """Teacher key -> (its newest run, the epoch milestones any of its runs holds)."""
-    out: dict[str, tuple[str, set[int]]] = {}
-    for run in search(uri, experiment_id, "teacher"):
+    """Teacher key -> (its newest run's id, the epoch milestones any of its runs holds)."""
+    runs = search(uri, experiment_id, "teacher")
+    return {key: (run.info.run_id, done) for key, (run, done) in by_teacher(runs).items()}
+
+
+def by_teacher(runs: list[Run]) -> dict[str, tuple[Run, set[int]]]:
+    """Teacher key -> (its newest run, the epoch milestones any of its runs holds), from teacher
+    runs oldest first (as `search` gives them)."""
+    out: dict[str, tuple[Run, set[int]]] = {}
+    for run in runs:
         key = run.data.tags.get(TEACHER)
-        done = out.get(key, ("", set()))[1] | milestones_done(run)
-        out[key] = (run.info.run_id, done)
+        out[key] = (run, out.get(key, (run, set()))[1] | milestones_done(run))
     return out
+
+
+def continues_from(checkpoint_epoch: int, todo: Collection[int]) -> bool:
+    """Whether a teacher's checkpoint can be trained on to the milestones `todo`: not when it is
+    past one of them (that snapshot can only come from training again from scratch)."""
+    return checkpoint_epoch < min(todo)
 
 
 def teacher_run(uri: str, experiment_id: str, key: str, params: dict) -> str:

@@ -45,8 +45,8 @@ def train_and_log(job: TeacherJob, data: Dataset, *, uri: str, experiment_id: st
         data = prepare_data(cfg.replace(ipc=1), data)  # the teacher's split: the cells' own checks ran on the driver
         _, pool = device_tensors(cfg, data, resolve(cfg.device))
         resume = tracking.load_checkpoint(uri, run_id)
-        if resume is not None and resume.epoch >= min(todo):
-            resume = None  # a checkpoint past a missing milestone cannot give that snapshot
+        if resume is not None and not tracking.continues_from(resume.epoch, todo):
+            resume = None
         log.info("teacher %s: epochs %s, from %s", job.key, todo, resume.epoch if resume else "scratch")
 
         def on_epoch(epoch: int, stats) -> None:
