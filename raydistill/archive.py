@@ -8,7 +8,9 @@ with the same key) is not restored twice.
 
 An unfinished cell of a protocol that evaluates several models one by one (dc) travels too, with
 its finished models' records (results, not weights): restored, it is a KILLED attempt holding that
-model-by-model checkpoint, which the sweep continues from. A teacher travels as its training checkpoint
+model-by-model checkpoint, which the sweep continues from. The state of a model stopped
+mid-training (ConvNet-3's weights and SGD's momentum, ~2.5 MB) stays in its store: on a new store
+that model trains again from its first pass. A teacher travels as its training checkpoint
 (weights and Adam's state, up to TEACHER_BYTES) without its milestone snapshots: restored, it is a
 KILLED teacher run holding no milestone, which the sweep trains on from that epoch. Students'
 weights stay behind, so a restored run never claims a checkpoint it does not hold."""
@@ -20,6 +22,7 @@ import io
 import json
 import os
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -58,13 +61,21 @@ def record(client: MlflowClient, run: mlflow.entities.Run) -> dict:
 
 def model_checkpoints(uri: str, experiment_id: str) -> dict[str, tuple[mlflow.entities.Run, StudentCheckpoint]]:
     """Cell key -> (run, checkpoint) of each unfinished cell that holds a model-by-model
-    checkpoint (raydistill.pipeline.ModelLog: finished models' records, no weights)."""
+    checkpoint (raydistill.pipeline.ModelLog), with its finished models' records only (no weights)."""
     done = finished_cells(uri, experiment_id)
     keys = {r.data.tags[CELL_KEY] for r in search(uri, experiment_id, "cell")
             if CHECKPOINT_EPOCH in r.data.tags and CELL_KEY in r.data.tags} - set(done)
     held = {key: latest_student_checkpoint(uri, experiment_id, [key]) for key in sorted(keys)}
-    return {key: (run, ckpt) for key, (run, ckpt) in held.items()
+    return {key: (run, finished_models(ckpt)) for key, (run, ckpt) in held.items()
             if not ckpt.model_state and not ckpt.optimizer_state and "models" in ckpt.scorer_state}
+
+
+def finished_models(ckpt: StudentCheckpoint) -> StudentCheckpoint:
+    """A model-by-model checkpoint without the state of a model stopped mid-training, timed up to
+    the last finished model."""
+    partial = ckpt.scorer_state.get("partial")
+    return replace(ckpt, scorer_state={"models": ckpt.scorer_state["models"]},
+                   seconds=partial["done_seconds"] if partial else ckpt.seconds)
 
 
 def teacher_checkpoints(uri: str, experiment_id: str) -> dict[str, tuple[mlflow.entities.Run, TeacherCheckpoint]]:

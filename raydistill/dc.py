@@ -62,6 +62,12 @@ class DropOnce:
             self.optimizer.state.clear()
         self.passes += 1
 
+    def resume(self, passes: int) -> None:
+        """Continue after `passes` passes from an optimiser state kept after the last of them,
+        before the step that followed it: that step is taken now."""
+        self.passes = passes - 1
+        self.step()
+
 
 def optimizer(model: nn.Module, epochs: int) -> tuple[torch.optim.SGD, DropOnce]:
     sgd = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)

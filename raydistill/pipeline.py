@@ -185,14 +185,17 @@ def run_trial(cfg: TrialConfig, data: Dataset | None = None, teacher: TeacherPro
 class ModelLog:
     """Model-by-model checkpoints for protocols that evaluate a set with several models (dc): a
     StudentCheckpoint whose `epoch` counts the finished models of the whole trial (every set, in
-    order) and whose scorer state holds their records; an earlier attempt's is continued when it
-    was taken on the same first set (the sets are drawn from the trial's seeds, so the same first
-    set means the same sets)."""
+    order) and whose scorer state holds their records and, under "partial", the state of the next
+    model in training (raydistill.protocols.PassCheckpointer) with the trial's seconds when the
+    models before it were done ("done_seconds": a checkpoint that leaves that state behind counts
+    only those); an earlier attempt's is continued when it was taken on the same first set (the
+    sets are drawn from the trial's seeds, so the same first set means the same sets)."""
 
     def __init__(self, resume: StudentCheckpoint | None, keep: Callable[[StudentCheckpoint], None] | None):
         self.resume, self.keep = resume, keep
         self.records: list[dict] = []
-        self.reused, self.earlier, self.fingerprint = 0, 0.0, ""
+        self.partial: dict | None = None
+        self.reused, self.earlier, self.done_seconds, self.fingerprint = 0, 0.0, 0.0, ""
         self.start = time.perf_counter()
 
     def begin_set(self, index: int, runs: int, student: StudentData) -> None:
@@ -200,20 +203,34 @@ class ModelLog:
             self.fingerprint = fingerprint(student.images, student.labels)
             if self.resume is not None and self.resume.fingerprint == self.fingerprint:
                 self.records = list(self.resume.scorer_state["models"])
+                self.partial = self.resume.scorer_state.get("partial")
                 self.reused, self.earlier = len(self.records), self.resume.seconds
+                self.done_seconds = self.partial["done_seconds"] if self.partial else self.earlier
                 self.save()  # kept again at once: the attempt it came from may be dropped
         student.models_done = self.records[index * runs:(index + 1) * runs]
+        in_this_set = index * runs <= len(self.records) < (index + 1) * runs
+        student.model_partial = self.partial if in_this_set else None
         student.on_model = self.add
+        student.on_partial = self.hold if self.keep is not None else None
 
     def add(self, record: dict) -> None:
         self.records.append(record)
+        self.partial = None
+        self.done_seconds = self.seconds()
         self.save()
+
+    def hold(self, state: dict) -> None:
+        self.partial = state | {"done_seconds": self.done_seconds}
+        self.save()
+
+    def seconds(self) -> float:
+        return self.earlier + time.perf_counter() - self.start
 
     def save(self) -> None:
         if self.keep is not None:
-            seconds = self.earlier + time.perf_counter() - self.start
-            self.keep(StudentCheckpoint(len(self.records), {}, {}, {"models": list(self.records)}, seconds,
-                                        self.fingerprint))
+            seconds = self.seconds()
+            held = {"models": list(self.records)} | ({"partial": self.partial} if self.partial else {})
+            self.keep(StudentCheckpoint(len(self.records), {}, {}, held, seconds, self.fingerprint))
 
 
 def set_seeds(seed: int, sets: int) -> list[int]:

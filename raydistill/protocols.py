@@ -21,7 +21,9 @@ long students (hundreds of epochs on a whole training set) are checkpointed at l
 CHECKPOINT_SECONDS and continue from a checkpoint of the same set with the uninterrupted result.
 With `keep_final`, a student is also checkpointed after its last epoch: a cell that differs only in
 how it is scored (config.SCORING_KNOBS) continues from that checkpoint, i.e. trains no epoch and
-only scores the student.
+only scores the student. A `dc` model keeps its state (passes, weights, SGD's state, the
+augmentation's generator) at least every CHECKPOINT_SECONDS too, and continues from it with the
+uninterrupted result: a model of an hour or more need not finish within one run.
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ class StudentData:
     keep_final: bool = False  # also a checkpoint after the last epoch (for cells scored another way)
     models_done: list[dict] = field(default_factory=list)  # dc: this set's models an earlier attempt finished
     on_model: Callable[[dict], None] | None = None  # dc: keeps each model's record as soon as it is finished
+    model_partial: dict | None = None  # dc: the next model's state where an earlier attempt stopped (PassCheckpointer)
+    on_partial: Callable[[dict], None] | None = None  # dc: keeps the model in training's state now and then
 
 
 def speed_options(cfg: TrialConfig) -> SpeedOptions:
@@ -237,30 +241,67 @@ def run_seeds(seed: int, runs: int) -> list[int]:
     return [int(np.random.SeedSequence([STUDENT_SEED_OFFSET, seed, run]).generate_state(1)[0]) for run in range(runs)]
 
 
+class PassCheckpointer:
+    """A dc model's epoch callback: the scorer's (if any), then the model's state in training to
+    `keep` at least every CHECKPOINT_SECONDS (none after the last pass: the model's record follows).
+    The state is what train_convnet needs to continue with the uninterrupted result: passes done,
+    weights, SGD's state (lr and momentum) and the augmentation's random generator; the batch
+    orders are replayed from the seed."""
+
+    def __init__(self, scorer: Scorer | None, keep: Callable[[dict], None], optimizer: torch.optim.Optimizer,
+                 augment: dc.Augment | None, passes: int):
+        self.scorer, self.keep, self.optimizer, self.augment, self.passes = scorer, keep, optimizer, augment, passes
+        self.saved = time.perf_counter()
+
+    def __call__(self, epoch: int, model: nn.Module, stats) -> None:
+        if self.scorer is not None:
+            self.scorer(epoch, model, stats)
+        if epoch == self.passes or time.perf_counter() - self.saved < CHECKPOINT_SECONDS:
+            return
+        self.keep({"passes": epoch, "model": to_cpu(model.state_dict()), "optimizer": to_cpu(self.optimizer.state_dict()),
+                   "augment": None if self.augment is None else self.augment.rng.bit_generator.state,
+                   "scorer": None if self.scorer is None else self.scorer.state()})
+        self.saved = time.perf_counter()
+
+
 def train_convnet(data: Dataset, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int,
-                  on_epoch: Scorer | None = None) -> nn.Module:
+                  on_epoch: Scorer | None = None, resume: dict | None = None,
+                  keep: Callable[[dict], None] | None = None) -> nn.Module:
     """A fresh ConvNet-3 (init, batch order and augmentation from `seed`) trained on (x, y) as the
     DC reference does (raydistill.dc): Epoch + 1 passes, the lr drop with a fresh optimiser, the
-    reference's normalisation and, on MNIST, its augmentation."""
+    reference's normalisation and, on MNIST, its augmentation. It continues from `resume` (a state
+    PassCheckpointer kept of the same model) and gives such states to `keep` while it trains."""
     mean, std = dc.normalisation(data.name, data.mean, data.std)
     model = dc.build(data.shape, data.num_classes, mean, std, seed, x.device)
     optimizer, schedule = dc.optimizer(model, epochs)
+    augment = dc.augmentation(data.name, mean, std, seed)
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if augment is not None:
+            augment.rng.bit_generator.state = resume["augment"]
+        schedule.resume(resume["passes"])
+    if keep is not None:
+        on_epoch = PassCheckpointer(on_epoch, keep, optimizer, augment, epochs + 1)
     return fit(model, x, y, epochs + 1, batch_size=dc.BATCH_SIZE, seed=seed, optimizer=optimizer, scheduler=schedule,
-               on_epoch=on_epoch, transform=dc.augmentation(data.name, mean, std, seed))
+               on_epoch=on_epoch, transform=augment, start_epoch=resume["passes"] if resume is not None else 0)
 
 
 def evaluate_dc(cfg: TrialConfig, data: Dataset, student: StudentData, progress: Progress | None = None) -> Evaluation:
     """Metrics over cfg.eval_runs ConvNet-3s trained on the set, each tested once after its last
     pass (as the reference; no test curves, which would cost a test pass each); the first run's
     test probabilities and training curves come along (for the figures). Models in
-    `student.models_done` are taken as they are; each new one goes to `student.on_model` at once."""
+    `student.models_done` are taken as they are; each new one goes to `student.on_model` at once,
+    and the first to train continues from `student.model_partial` when an earlier attempt kept one."""
     y_test = student.tensors.y_test.cpu().numpy()
     runs, first = [], None
     for i, seed in enumerate(run_seeds(cfg.seed, cfg.eval_runs)):
         if i < len(student.models_done):
             record = student.models_done[i]
         else:
-            record = dc_model(cfg, data, student, seed, progress if i == 0 else None, keep_outputs=i == 0)
+            partial = student.model_partial if i == len(student.models_done) else None
+            record = dc_model(cfg, data, student, seed, progress if i == 0 else None, keep_outputs=i == 0,
+                              partial=partial)
             if student.on_model is not None:
                 student.on_model(record)
         runs.append(record["metrics"])
@@ -270,12 +311,16 @@ def evaluate_dc(cfg: TrialConfig, data: Dataset, student: StudentData, progress:
 
 
 def dc_model(cfg: TrialConfig, data: Dataset, student: StudentData, seed: int, progress: Progress | None,
-             keep_outputs: bool) -> dict:
+             keep_outputs: bool, partial: dict | None = None) -> dict:
     """One evaluation model: its metrics, and with `keep_outputs` its test probabilities and
-    training curves (tensors and plain types: a checkpoint loads it with torch.load's safe mode)."""
+    training curves (tensors and plain types: a checkpoint loads it with torch.load's safe mode).
+    It continues from `partial` (its state mid-training) and keeps such states with `student.on_partial`."""
     passes = cfg.student_epochs + 1
     scorer = Scorer(cfg, student, passes, "student", progress, at={passes}) if keep_outputs else None
-    model = train_convnet(data, student.images, student.labels, cfg.student_epochs, seed, on_epoch=scorer)
+    if scorer is not None and partial is not None:
+        scorer.restore(partial["scorer"])
+    model = train_convnet(data, student.images, student.labels, cfg.student_epochs, seed, on_epoch=scorer,
+                          resume=partial, keep=student.on_partial)
     proba = scorer.last_test if scorer is not None else predict_proba(model, student.tensors.x_test).numpy()
     record = {"metrics": classification_metrics(student.tensors.y_test.cpu().numpy(), proba, student.positive)}
     if keep_outputs:

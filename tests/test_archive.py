@@ -99,11 +99,12 @@ def test_an_unfinished_dc_cell_travels_with_its_finished_models_and_continues_on
     client = MlflowClient(source)
     eid = tracking.ensure_experiment(source, "controls", tmp_path / "artifacts")
     stopped = _cell(client, eid, "d" * 16, "RUNNING", [])
+    monkeypatch.setattr(protocols, "CHECKPOINT_SECONDS", 0.0)  # a model's state after each pass but its last
 
     def keep(checkpoint: StudentCheckpoint) -> None:
         tracking.log_checkpoint(source, stopped, checkpoint)
-        if checkpoint.epoch == 3:
-            raise KeyboardInterrupt  # stopped after the third of four models
+        if checkpoint.epoch == 3 and "partial" in checkpoint.scorer_state:
+            raise KeyboardInterrupt  # stopped inside the fourth of four models
 
     with pytest.raises(KeyboardInterrupt):
         run_trial(cfg, on_student_checkpoint=keep)
@@ -123,12 +124,16 @@ def test_an_unfinished_dc_cell_travels_with_its_finished_models_and_continues_on
     assert tracking.latest_student_checkpoint(target, target_eid, ["f" * 16]) is None  # no claim without the file
     run, held = tracking.latest_student_checkpoint(target, target_eid, ["d" * 16])
     assert run.info.status == "KILLED" and held.epoch == 3
+    _, at_source = tracking.latest_student_checkpoint(source, eid, ["d" * 16])
+    partial = at_source.scorer_state["partial"]
+    assert "partial" not in held.scorer_state  # the fourth model's weights and momentum stay behind
+    assert held.seconds == partial["done_seconds"] < at_source.seconds  # timed to the third model's end
 
     trained = []
     real = protocols.train_convnet
-    monkeypatch.setattr(protocols, "train_convnet", lambda *a, **k: trained.append(1) or real(*a, **k))
+    monkeypatch.setattr(protocols, "train_convnet", lambda *a, **k: trained.append(k["resume"]) or real(*a, **k))
     resumed = run_trial(cfg, student_resume=held)
-    assert len(trained) == 1  # only the fourth model trains on the new store
+    assert trained == [None]  # only the fourth model trains on the new store, from its first pass
     assert resumed.metrics["accuracy_runs"] == whole.metrics["accuracy_runs"]
     np.testing.assert_array_equal(resumed.proba, whole.proba)
 

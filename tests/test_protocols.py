@@ -168,6 +168,25 @@ def test_convnets_on_mnist_normalise_with_the_reference_constants_and_train_augm
     assert transforms[0].mean.item() == pytest.approx(0.1307)
 
 
+
+def test_a_convnet_stopped_after_any_pass_continues_to_the_uninterrupted_weights(monkeypatch):
+    """A state kept after each pass, before and after the lr drop, with MNIST's augmentation,
+    continues to the very weights of the model that was never stopped: passes, SGD's lr and
+    momentum and the augmentation's generator are all in it."""
+    monkeypatch.setattr(protocols, "CHECKPOINT_SECONDS", 0.0)  # a state after every pass
+    tiny = tiny_dataset((1, 28, 28), per_class=30)
+    data = Dataset("mnist", "MNIST", [str(c) for c in range(3)], tiny.train, tiny.test, (0.5,), (0.2,))
+    tensors = data.to(torch.device("cpu"))
+    x, y = tensors.x_train, tensors.y_train
+    states = []
+    whole = protocols.train_convnet(data, x, y, 4, seed=5, keep=states.append)  # 5 passes, the drop after index 3
+    assert [state["passes"] for state in states] == [1, 2, 3, 4]  # none after the last pass
+    assert [s["optimizer"]["param_groups"][0]["lr"] for s in states] == pytest.approx([0.01] * 4)  # the drop follows pass 4
+    for state in states:
+        resumed = protocols.train_convnet(data, x, y, 4, seed=5, resume=state)
+        for name, value in whole.state_dict().items():
+            assert torch.equal(resumed.state_dict()[name], value), (state["passes"], name)
+
 class Draws:
     """A stand-in for the augmentation's numpy generator: fixed draws."""
 
@@ -293,6 +312,36 @@ def test_full_training_set_with_the_dc_protocol(mnist_root):
     result = run_trial(cfg)
     assert result.n_train == 120 and len(result.metrics["accuracy_runs"]) == 2
 
+
+
+def test_a_dc_trial_stopped_inside_its_models_continues_each_where_it_stopped(mnist_root, monkeypatch):
+    monkeypatch.setattr(protocols, "CHECKPOINT_SECONDS", 0.0)  # a model's state after every pass
+    cfg = TrialConfig(dataset="mnist", method="random", modifier="none", protocol="dc", ipc=2, student_epochs=3,
+                      eval_runs=2, data_root=str(mnist_root), device="cpu")
+    whole = run_trial(cfg)
+    kept, resumed_at = [], []
+    real = protocols.train_convnet
+    monkeypatch.setattr(protocols, "train_convnet",
+                        lambda *a, **k: resumed_at.append((k["resume"] or {}).get("passes")) or real(*a, **k))
+
+    def stop_at(models: int, passes: int):
+        def keep(checkpoint):
+            kept.append(checkpoint)
+            partial = checkpoint.scorer_state.get("partial")
+            if checkpoint.epoch == models and partial and partial["passes"] == passes:
+                raise KeyboardInterrupt
+        return keep
+
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg, on_student_checkpoint=stop_at(0, 2))  # inside the first model (it keeps curves, probabilities)
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg, student_resume=kept[-1], on_student_checkpoint=stop_at(1, 3))  # inside the second
+    resumed = run_trial(cfg, student_resume=kept[-1], on_student_checkpoint=kept.append)
+    assert resumed_at == [None, 2, None, 3]  # each model continued from its pass, none trained twice
+    assert resumed.metrics["accuracy_runs"] == whole.metrics["accuracy_runs"]
+    np.testing.assert_array_equal(resumed.proba, whole.proba)
+    assert resumed.curves == whole.curves and resumed.resumed_epoch == 1
+    assert kept[-1].epoch == 2 and "partial" not in kept[-1].scorer_state
 
 def test_an_interrupted_dc_trial_continues_model_by_model_with_the_uninterrupted_result(mnist_root, monkeypatch):
     cfg = TrialConfig(dataset="mnist", method="random", modifier="none", protocol="dc", ipc=2, student_epochs=1,
