@@ -28,7 +28,9 @@ from analysis.runs import COMMANDS as RUN_COMMANDS
 from analysis.runs import load_cells
 from analysis.tables import Table, control_tables, flat, markdown, run_list
 from raydistill import tracking
+from raydistill.config import TrialConfig
 from raydistill.archive import FILE, RESTORED, model_checkpoints
+from raydistill.protocols import StudentCheckpoint
 from raydistill.tracking import MACHINE
 from raydistill.tune.grid import TeacherJob, expand, teacher_jobs
 
@@ -109,6 +111,14 @@ def forensics_section(honest: pd.DataFrame, forensic: pd.DataFrame) -> Section:
                           table.map(verdict._text).set_index("hypothesis"))])
 
 
+def kept_so_far(ckpt: StudentCheckpoint, cfg: TrialConfig) -> str:
+    """What an interrupted dc cell's model-by-model checkpoint holds, e.g. "3 of 10 evaluation
+    models; model 4 at pass 420 of 1001"."""
+    text = f"{ckpt.epoch} of {cfg.eval_sets * cfg.eval_runs} evaluation models"
+    partial = ckpt.scorer_state.get("partial")
+    return text if partial is None else f"{text}; model {ckpt.epoch + 1} at pass {partial['passes']} of {cfg.student_epochs + 1}"
+
+
 def seconds_per_epoch(client: MlflowClient, run_id: str) -> float | None:
     """A teacher run's wall seconds per training epoch: the median gap between consecutive epochs'
     logged losses (a restart or a checkpoint upload does not skew it)."""
@@ -169,8 +179,7 @@ def coverage(uri: str, names: dict[str, str]) -> Section:
             r.data.tags.get("raydistill.cell_key") for r in client.search_runs(
                 [experiment.experiment_id], "tags.`raydistill.role` = 'cell' and attributes.status = 'FINISHED'",
                 max_results=50_000)}
-        kept_models = {} if experiment is None else {
-            key: ckpt.epoch for key, (_, ckpt) in model_checkpoints(uri, experiment.experiment_id).items()}
+        held = {} if experiment is None else model_checkpoints(uri, experiment.experiment_id)
         cells = expand(grid, {"seed": 0})
         kept = None if default is None else {c.key for c in expand(default, {"seed": 0})}
         first_seed = min(c.config.seed for c in cells)
@@ -181,11 +190,10 @@ def coverage(uri: str, names: dict[str, str]) -> Section:
                    else "hypothesis" if cell.config.is_forensics
                    else "honest, seed " + str(cell.config.seed) + (" (a seed of the error bars)"
                                                                    if cell.config.seed != first_seed else ""))
-            models = cell.config.eval_sets * cell.config.eval_runs
             rows.append({"experiment": names[role], "cell": cell.name, "why it is listed": why,
                          "waits for": jobs[cell.teacher_key].name if cell.teacher_key else "",
-                         "kept so far": (f"{kept_models[cell.key]} of {models} evaluation models"
-                                         if cell.key in kept_models else ""), "key": cell.key})
+                         "kept so far": kept_so_far(held[cell.key][1], cell.config) if cell.key in held else "",
+                         "key": cell.key})
         teachers.append(teachers_left(teacher_runs[role], every_teacher, jobs, pace).assign(experiment=names[role]))
         done = len(cells) - len(left)
         lines.append(f"- `{names[role]}`: {done} of {len(cells)} cells finished; the rest continue with "

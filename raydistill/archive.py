@@ -61,12 +61,13 @@ def record(client: MlflowClient, run: mlflow.entities.Run) -> dict:
 
 def model_checkpoints(uri: str, experiment_id: str) -> dict[str, tuple[mlflow.entities.Run, StudentCheckpoint]]:
     """Cell key -> (run, checkpoint) of each unfinished cell that holds a model-by-model
-    checkpoint (raydistill.pipeline.ModelLog), with its finished models' records only (no weights)."""
+    checkpoint (raydistill.pipeline.ModelLog: finished models' records, and the state of a model
+    stopped mid-training, which `finished_models` leaves out)."""
     done = finished_cells(uri, experiment_id)
     keys = {r.data.tags[CELL_KEY] for r in search(uri, experiment_id, "cell")
             if CHECKPOINT_EPOCH in r.data.tags and CELL_KEY in r.data.tags} - set(done)
     held = {key: latest_student_checkpoint(uri, experiment_id, [key]) for key in sorted(keys)}
-    return {key: (run, finished_models(ckpt)) for key, (run, ckpt) in held.items()
+    return {key: (run, ckpt) for key, (run, ckpt) in held.items()
             if not ckpt.model_state and not ckpt.optimizer_state and "models" in ckpt.scorer_state}
 
 
@@ -100,7 +101,7 @@ def export_runs(uri: str, experiment: str, path: Path) -> int:
         raise ConfigError(f"no MLflow experiment {experiment!r} in {uri}")
     runs = [(r, None) for role in ROLES for r in search(uri, found.experiment_id, role)
             if role == "sweep" or r.info.status == "FINISHED"]
-    runs += model_checkpoints(uri, found.experiment_id).values()
+    runs += [(run, finished_models(ckpt)) for run, ckpt in model_checkpoints(uri, found.experiment_id).values()]
     runs += teacher_checkpoints(uri, found.experiment_id).values()
     runs.sort(key=lambda pair: (pair[0].info.start_time or 0, pair[0].info.run_id))
     path.parent.mkdir(parents=True, exist_ok=True)

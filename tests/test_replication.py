@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from analysis import replication
@@ -55,7 +56,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     (cell,) = [c for c in expand(controls_grid.grid(argparse.Namespace(smoke=False, mnist_50=False)), {"seed": 0})
                if c.name == "mnist-random-none-ipc50-e1000"]
     stopped = client.create_run(controls, tags={"raydistill.role": "cell", "raydistill.cell_key": cell.key})
-    tracking.log_checkpoint(uri, stopped.info.run_id, StudentCheckpoint(4, {}, {}, {"models": [{}] * 4}, 9.0, "set"))
+    partial = {"passes": 420, "model": {"w": torch.ones(2)}, "done_seconds": 8.0}  # the 5th model mid-training
+    tracking.log_checkpoint(uri, stopped.info.run_id,
+                            StudentCheckpoint(4, {}, {}, {"models": [{}] * 4, "partial": partial}, 9.0, "set"))
     client.set_terminated(stopped.info.run_id, "KILLED")
     return uri
 
@@ -90,7 +93,8 @@ def test_the_report_sets_each_claim_beside_ours_with_its_interval_and_verdict(st
     # the grids' cells are listed until a run with their key finishes (these hand-made runs have other keys)
     assert "- `paper-settings`: 0 of 360 cells finished" in md and "- `controls`: 0 of 18 cells finished" in md
     assert md.count("left out by the cost rule") == 2
-    assert "| controls | mnist-random-none-ipc50-e1000 | honest, seed 0 |  | 4 of 10 evaluation models |" in md
+    assert ("| controls | mnist-random-none-ipc50-e1000 | honest, seed 0 |  | 4 of 10 evaluation models; model 5 at "
+            "pass 420 of 1001 |") in md
     summary = readme.read_text(encoding="utf-8")
     assert "old" not in summary and summary.endswith("\nafter\n")
     assert "| mnist | lenet | distilled, ipc 10 | 200 | 99.36 | 72.00 ± 2.00 | 3 | 62.06 – 81.94" in summary  # seeded
