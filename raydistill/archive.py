@@ -13,11 +13,15 @@ mid-training (ConvNet-3's weights and SGD's momentum, ~2.5 MB) stays in its stor
 that model trains again from its first pass. A teacher travels as its training checkpoint
 (weights and Adam's state, up to TEACHER_BYTES) without its milestone snapshots: restored, it is a
 KILLED teacher run holding no milestone, which the sweep trains on from that epoch. Students'
-weights stay behind, so a restored run never claims a checkpoint it does not hold."""
+weights stay behind, so a restored run never claims a checkpoint it does not hold.
+
+A checkpoint is a file of its own in a folder beside the export (`checkpoint_folder`), named by
+its content, and the record names it: an unchanged checkpoint is the same file at every export, so
+a repository that commits the export keeps one copy of it, and the record of runs stays small."""
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import io
 import json
 import os
@@ -31,6 +35,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from raydistill.errors import ConfigError
+from raydistill.locks import waiting_lock
 from raydistill.protocols import StudentCheckpoint
 from raydistill.teacher import TeacherCheckpoint
 from raydistill.tracking import (CELL_KEY, CHECKPOINT_EPOCH, ROLE, TEACHER, ensure_experiment, finished_cells,
@@ -41,7 +46,7 @@ ROLES = ("sweep", "cell")  # a sweep's provenance (machine, params) and its cell
 TEACHER_BYTES = 4 * 2**20  # the export is committed: LeNet-5's (0.7 MB) travels, the Baseline's (14 MB) stays behind
 HISTORIES = ("accuracy_model",)  # metrics whose every step is a result (one per evaluation model)
 RESTORED = "raydistill.restored_from"  # tag of a restored run: its original run id
-FORMAT = 1
+FORMAT = 2  # 2: a checkpoint is a file beside the export (1 carried it inline)
 FILE = "mlflow-runs.jsonl"  # a sweep's export: RESULTS/<sweep name>/FILE, restored when the sweep starts
 LEFT_OUT_PARAMS = ("data_root",)
 LEFT_OUT_TAGS = ("mlflow.source.", "mlflow.user", "mlflow.log-model", CHECKPOINT_EPOCH,  # prefixes
@@ -104,13 +109,40 @@ def export_runs(uri: str, experiment: str, path: Path) -> int:
     runs += [(run, finished_models(ckpt)) for run, ckpt in model_checkpoints(uri, found.experiment_id).values()]
     runs += teacher_checkpoints(uri, found.experiment_id).values()
     runs.sort(key=lambda pair: (pair[0].info.start_time or 0, pair[0].info.run_id))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps(record(client, run) | ({"checkpoint": _encode(ckpt)} if ckpt else {}), sort_keys=True)
-             for run, ckpt in runs]
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text("".join(line + "\n" for line in lines))
-    os.replace(partial, path)  # a stop mid-write leaves the previous file whole
+    folder = checkpoint_folder(path)
+    with waiting_lock(folder / ".lock"):  # another export's new files are not stale
+        names = {run.info.run_id: _write_checkpoint(ckpt, folder) for run, ckpt in runs if ckpt}
+        lines = [json.dumps(record(client, run) | ({"checkpoint": f"{folder.name}/{names[run.info.run_id]}"}
+                                                   if ckpt else {}), sort_keys=True) for run, ckpt in runs]
+        _replace(path, "".join(line + "\n" for line in lines).encode())
+        for stale in {f.name for f in folder.glob("*.pt")} - set(names.values()):
+            (folder / stale).unlink()
     return len(lines)
+
+
+def checkpoint_folder(path: Path) -> Path:
+    """The folder of an export's checkpoint files: mlflow-runs.jsonl -> mlflow-runs.checkpoints."""
+    return path.with_name(f"{path.stem}.checkpoints")
+
+
+def _write_checkpoint(ckpt: StudentCheckpoint | TeacherCheckpoint, folder: Path) -> str:
+    """The checkpoint as a file in `folder` named by its content (torch.save writes the same bytes
+    for the same tensors); returns the name."""
+    buffer = io.BytesIO()
+    torch.save(vars(ckpt), buffer)
+    content = buffer.getvalue()
+    name = f"{hashlib.sha256(content).hexdigest()[:16]}.pt"
+    if not (folder / name).is_file():
+        _replace(folder / name, content)
+    return name
+
+
+def _replace(path: Path, content: bytes) -> None:
+    """Write through a temporary file: a stop mid-write leaves the previous file whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_bytes(content)
+    os.replace(partial, path)
 
 
 def read_records(path: Path) -> list[dict]:
@@ -129,24 +161,25 @@ def read_records(path: Path) -> list[dict]:
             raise ConfigError(f"{path}:{number}: not a raydistill run record "
                               f"(format {FORMAT}, role sweep or cell, or teacher with its checkpoint)")
         if "checkpoint" in rec:
-            try:
-                kind = TeacherCheckpoint if role == "teacher" else StudentCheckpoint
-                rec["checkpoint"] = _decode(rec["checkpoint"], kind)
-            except Exception as err:
-                raise ConfigError(f"{path}:{number}: its checkpoint does not load ({type(err).__name__})") from None
+            rec["checkpoint"] = _read_checkpoint(path, number, rec["checkpoint"],
+                                                 TeacherCheckpoint if role == "teacher" else StudentCheckpoint)
         records.append(rec)
     return records
 
 
-def _encode(ckpt: StudentCheckpoint | TeacherCheckpoint) -> str:
-    buffer = io.BytesIO()
-    torch.save(vars(ckpt), buffer)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _decode(text: str, kind: type) -> StudentCheckpoint | TeacherCheckpoint:
-    """A checkpoint as `_encode` wrote it: tensors and plain types only (torch.load's safe mode)."""
-    return kind(**torch.load(io.BytesIO(base64.b64decode(text, validate=True)), weights_only=True))
+def _read_checkpoint(path: Path, number: int, name: object, kind: type) -> StudentCheckpoint | TeacherCheckpoint:
+    """The checkpoint file a record names, in the export's checkpoint folder: tensors and plain
+    types only (torch.load's safe mode)."""
+    folder = checkpoint_folder(path)
+    file = path.parent / str(name)
+    if not isinstance(name, str) or file.parent != folder:
+        raise ConfigError(f"{path}:{number}: its checkpoint must name a file in {folder.name}/, not {name!r}")
+    if not file.is_file():
+        raise ConfigError(f"{path}:{number}: its checkpoint file {name} is missing")
+    try:
+        return kind(**torch.load(file, weights_only=True))
+    except Exception as err:
+        raise ConfigError(f"{path}:{number}: its checkpoint {name} does not load ({type(err).__name__})") from None
 
 
 def sweep_file(results: Path, name: str) -> Path:

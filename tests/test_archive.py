@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -162,8 +163,12 @@ def test_a_teacher_travels_as_its_training_checkpoint_and_trains_on_on_a_new_sto
     path = tmp_path / "runs.jsonl"
     monkeypatch.setattr(archive, "TEACHER_BYTES", 10_000)  # LeNet-5's is larger: it stays behind
     assert export_runs(source, "paper", path) == 1
+    files = {f.name: f.read_bytes() for f in (tmp_path / "runs.checkpoints").glob("*.pt")}
     monkeypatch.undo()
     assert export_runs(source, "paper", path) == 2  # both teachers' checkpoints, no other run
+    again = {f.name: f.read_bytes() for f in (tmp_path / "runs.checkpoints").glob("*.pt")}
+    assert len(files) == 1 and len(again) == 2 and files.items() <= again.items()  # unchanged: the same file
+    assert path.stat().st_size < 10_000  # the record of runs names the files, it does not carry them
     target = f"sqlite:///{tmp_path}/target.db"
     tracking.init_store(target)
     assert import_runs(target, "paper", read_records(path), tmp_path / "art") == (2, 0)
@@ -177,6 +182,10 @@ def test_a_teacher_travels_as_its_training_checkpoint_and_trains_on_on_a_new_sto
     (resumed,) = train_teacher("lenet", data, tensors, [3], **settings, resume=held)
     assert all(torch.equal(resumed.state_dict[k], straight.state_dict[k]) for k in straight.state_dict)
     assert torch.equal(resumed.grad_l1, straight.grad_l1)
+
+    MlflowClient(source).delete_tag(big, tracking.CHECKPOINT_EPOCH)  # it holds no checkpoint any more
+    assert export_runs(source, "paper", path) == 1
+    assert {f.name for f in (tmp_path / "runs.checkpoints").glob("*.pt")} == set(again) - set(files)  # its file is gone
 
 
 def test_a_store_with_its_own_run_of_a_teacher_keeps_it(tmp_path: Path) -> None:
@@ -195,10 +204,16 @@ def test_a_store_with_its_own_run_of_a_teacher_keeps_it(tmp_path: Path) -> None:
     assert tracking.teacher_run(target, target_eid, "k" * 16, {}) == mine
 
 
-def test_a_checkpoint_that_does_not_load_is_refused_in_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name, says", [("runs.checkpoints/bad.pt", "its checkpoint runs.checkpoints/bad.pt does not load"),
+                                        ("runs.checkpoints/gone.pt", "its checkpoint file runs.checkpoints/gone.pt is missing"),
+                                        ("runs.checkpoints/../bad.pt", "its checkpoint must name a file in runs.checkpoints/")])
+def test_a_checkpoint_that_does_not_load_is_refused_in_one_line(tmp_path: Path, name: str, says: str) -> None:
     path = tmp_path / "runs.jsonl"
-    path.write_text('{"format": 1, "tags": {"raydistill.role": "cell"}, "checkpoint": "bm90IGEgY2hlY2twb2ludA=="}\n')
-    with pytest.raises(ConfigError, match="runs.jsonl:1: its checkpoint does not load"):
+    (tmp_path / "runs.checkpoints").mkdir()
+    (tmp_path / "runs.checkpoints" / "bad.pt").write_text("not a checkpoint")
+    (tmp_path / "bad.pt").write_text("not a checkpoint")
+    path.write_text(f'{{"format": 2, "tags": {{"raydistill.role": "cell"}}, "checkpoint": "{name}"}}\n')
+    with pytest.raises(ConfigError, match=f"runs.jsonl:1: {re.escape(says)}"):
         read_records(path)
 
 

@@ -106,7 +106,9 @@ def test_a_teacher_in_the_export_trains_on_from_its_checkpoint_on_a_new_store(fa
     proc = run(sweep_command(fashion_tiny, first, *lenet, "--only", "*-e1"))  # the teacher stops at epoch 1
     assert proc.returncode == 0, proc.stderr[-3000:]
     (fresh / "smoke").mkdir(parents=True)
-    shutil.copy(first / "smoke" / "mlflow-runs.jsonl", fresh / "smoke")  # no store travels, only the file
+    for name in ("mlflow-runs.jsonl", "mlflow-runs.checkpoints"):  # no store travels, only the export
+        copy = shutil.copytree if name.endswith("checkpoints") else shutil.copy
+        copy(first / "smoke" / name, fresh / "smoke" / name)
     proc = run(sweep_command(fashion_tiny, fresh, *lenet))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "5/5 cells finished (3 in this run, 2 earlier)" in proc.stderr
