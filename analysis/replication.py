@@ -28,8 +28,8 @@ from analysis.runs import COMMANDS as RUN_COMMANDS
 from analysis.runs import load_cells
 from analysis.tables import Table, control_tables, flat, markdown, run_list
 from raydistill import tracking
-from raydistill.config import TrialConfig
 from raydistill.archive import FILE, RESTORED, model_checkpoints
+from raydistill.config import TrialConfig
 from raydistill.protocols import StudentCheckpoint
 from raydistill.tracking import MACHINE
 from raydistill.tune.grid import TeacherJob, expand, teacher_jobs
@@ -116,7 +116,9 @@ def kept_so_far(ckpt: StudentCheckpoint, cfg: TrialConfig) -> str:
     models; model 4 at pass 420 of 1001"."""
     text = f"{ckpt.epoch} of {cfg.eval_sets * cfg.eval_runs} evaluation models"
     partial = ckpt.scorer_state.get("partial")
-    return text if partial is None else f"{text}; model {ckpt.epoch + 1} at pass {partial['passes']} of {cfg.student_epochs + 1}"
+    if partial is None:
+        return text
+    return f"{text}; model {ckpt.epoch + 1} at pass {partial['passes']} of {cfg.student_epochs + 1}"
 
 
 def seconds_per_epoch(client: MlflowClient, run_id: str) -> float | None:

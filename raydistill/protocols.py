@@ -258,7 +258,8 @@ class PassCheckpointer:
             self.scorer(epoch, model, stats)
         if epoch == self.passes or time.perf_counter() - self.saved < CHECKPOINT_SECONDS:
             return
-        self.keep({"passes": epoch, "model": to_cpu(model.state_dict()), "optimizer": to_cpu(self.optimizer.state_dict()),
+        self.keep({"passes": epoch, "model": to_cpu(model.state_dict()),
+                   "optimizer": to_cpu(self.optimizer.state_dict()),
                    "augment": None if self.augment is None else self.augment.rng.bit_generator.state,
                    "scorer": None if self.scorer is None else self.scorer.state()})
         self.saved = time.perf_counter()
