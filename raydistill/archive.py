@@ -21,6 +21,7 @@ a repository that commits the export keeps one copy of it, and the record of run
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -46,7 +47,7 @@ ROLES = ("sweep", "cell")  # a sweep's provenance (machine, params) and its cell
 TEACHER_BYTES = 4 * 2**20  # the export is committed: LeNet-5's (0.7 MB) travels, the Baseline's (14 MB) stays behind
 HISTORIES = ("accuracy_model",)  # metrics whose every step is a result (one per evaluation model)
 RESTORED = "raydistill.restored_from"  # tag of a restored run: its original run id
-FORMAT = 2  # 2: a checkpoint is a file beside the export (1 carried it inline)
+FORMAT = 2  # 2: a checkpoint is a file beside the export; 1 (still read) carried it inline, in base64
 FILE = "mlflow-runs.jsonl"  # a sweep's export: RESULTS/<sweep name>/FILE, restored when the sweep starts
 LEFT_OUT_PARAMS = ("data_root",)
 LEFT_OUT_TAGS = ("mlflow.source.", "mlflow.user", "mlflow.log-model", CHECKPOINT_EPOCH,  # prefixes
@@ -156,30 +157,34 @@ def read_records(path: Path) -> list[dict]:
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path}:{number}: not a JSON line ({err.msg})") from None
         role = rec.get("tags", {}).get(ROLE) if isinstance(rec, dict) else None
-        if role is None or rec.get("format") != FORMAT or not (
+        if role is None or rec.get("format") not in (1, FORMAT) or not (
                 role in ROLES or role == "teacher" and "checkpoint" in rec and TEACHER in rec["tags"]):
             raise ConfigError(f"{path}:{number}: not a raydistill run record "
-                              f"(format {FORMAT}, role sweep or cell, or teacher with its checkpoint)")
+                              f"(format 1 or {FORMAT}, role sweep or cell, or teacher with its checkpoint)")
         if "checkpoint" in rec:
-            rec["checkpoint"] = _read_checkpoint(path, number, rec["checkpoint"],
+            rec["checkpoint"] = _read_checkpoint(path, number, rec["checkpoint"], rec["format"] == 1,
                                                  TeacherCheckpoint if role == "teacher" else StudentCheckpoint)
         records.append(rec)
     return records
 
 
-def _read_checkpoint(path: Path, number: int, name: object, kind: type) -> StudentCheckpoint | TeacherCheckpoint:
-    """The checkpoint file a record names, in the export's checkpoint folder: tensors and plain
-    types only (torch.load's safe mode)."""
+def _read_checkpoint(path: Path, number: int, name: object, inline: bool,
+                     kind: type) -> StudentCheckpoint | TeacherCheckpoint:
+    """The checkpoint file a record names, in the export's checkpoint folder (`inline`: the
+    checkpoint itself in base64, as format 1 wrote it): tensors and plain types only (torch.load's
+    safe mode)."""
     folder = checkpoint_folder(path)
     file = path.parent / str(name)
-    if not isinstance(name, str) or file.parent != folder:
+    if not inline and (not isinstance(name, str) or file.parent != folder):
         raise ConfigError(f"{path}:{number}: its checkpoint must name a file in {folder.name}/, not {name!r}")
-    if not file.is_file():
+    if not inline and not file.is_file():
         raise ConfigError(f"{path}:{number}: its checkpoint file {name} is missing")
     try:
-        return kind(**torch.load(file, weights_only=True))
+        source = io.BytesIO(base64.b64decode(name, validate=True)) if inline else file
+        return kind(**torch.load(source, weights_only=True))
     except Exception as err:
-        raise ConfigError(f"{path}:{number}: its checkpoint {name} does not load ({type(err).__name__})") from None
+        what = "checkpoint" if inline else f"checkpoint {name}"
+        raise ConfigError(f"{path}:{number}: its {what} does not load ({type(err).__name__})") from None
 
 
 def sweep_file(results: Path, name: str) -> Path:

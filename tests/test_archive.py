@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import re
 from pathlib import Path
 
@@ -202,6 +205,21 @@ def test_a_store_with_its_own_run_of_a_teacher_keeps_it(tmp_path: Path) -> None:
     mine = tracking.teacher_run(target, target_eid, "k" * 16, {})
     assert import_runs(target, "paper", read_records(path)) == (0, 1)
     assert tracking.teacher_run(target, target_eid, "k" * 16, {}) == mine
+
+
+def test_an_export_of_format_1_with_its_checkpoint_inline_still_restores(tmp_path: Path) -> None:
+    ckpt = TeacherCheckpoint(5, {"w": torch.arange(3.0)}, {}, 1.0)
+    buffer = io.BytesIO()
+    torch.save(vars(ckpt), buffer)  # as format 1 wrote it: the checkpoint in base64 in its line
+    line = {"format": 1, "tags": {"raydistill.role": "teacher", tracking.TEACHER: "k" * 16},
+            "checkpoint": base64.b64encode(buffer.getvalue()).decode()}
+    path = tmp_path / "runs.jsonl"
+    path.write_text(json.dumps(line) + "\n" + json.dumps(line | {"checkpoint": "bm90IGEgY2hlY2twb2ludA=="}) + "\n")
+    with pytest.raises(ConfigError, match="runs.jsonl:2: its checkpoint does not load"):
+        read_records(path)
+    path.write_text(json.dumps(line) + "\n")
+    (held,) = [r["checkpoint"] for r in read_records(path)]
+    assert held.epoch == 5 and torch.equal(held.model_state["w"], torch.arange(3.0))
 
 
 @pytest.mark.parametrize("name, says", [("runs.checkpoints/bad.pt", "its checkpoint runs.checkpoints/bad.pt does not load"),
