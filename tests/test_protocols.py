@@ -174,7 +174,7 @@ def test_a_convnet_stopped_after_any_pass_continues_to_the_uninterrupted_weights
     continues to the very weights of the model that was never stopped: passes, SGD's lr and
     momentum and the augmentation's generator are all in it."""
     monkeypatch.setattr(protocols, "CHECKPOINT_SECONDS", 0.0)  # a state after every pass
-    tiny = tiny_dataset((1, 28, 28), per_class=30)
+    tiny = tiny_dataset((1, 28, 28), per_class=10)
     data = Dataset("mnist", "MNIST", [str(c) for c in range(3)], tiny.train, tiny.test, (0.5,), (0.2,))
     tensors = data.to(torch.device("cpu"))
     x, y = tensors.x_train, tensors.y_train
