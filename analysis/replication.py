@@ -113,12 +113,17 @@ def forensics_section(honest: pd.DataFrame, forensic: pd.DataFrame) -> Section:
 
 def kept_so_far(ckpt: StudentCheckpoint, cfg: TrialConfig) -> str:
     """What an interrupted dc cell's model-by-model checkpoint holds, e.g. "3 of 10 evaluation
-    models; model 4 at pass 420 of 1001"."""
-    text = f"{ckpt.epoch} of {cfg.eval_sets * cfg.eval_runs} evaluation models"
+    models; model 4 at pass 420 of 1001 (12.0 s a pass here, about 18.6 h left)": the pace is that
+    model's own so far, the hours are the passes left in it and in the models after it."""
+    models, passes = cfg.eval_sets * cfg.eval_runs, cfg.student_epochs + 1
+    text = f"{ckpt.epoch} of {models} evaluation models"
     partial = ckpt.scorer_state.get("partial")
     if partial is None:
         return text
-    return f"{text}; model {ckpt.epoch + 1} at pass {partial['passes']} of {cfg.student_epochs + 1}"
+    pace = (ckpt.seconds - partial["done_seconds"]) / partial["passes"]
+    left = passes - partial["passes"] + (models - ckpt.epoch - 1) * passes
+    return (f"{text}; model {ckpt.epoch + 1} at pass {partial['passes']} of {passes} "
+            f"({pace:.1f} s a pass here, about {left * pace / 3600:.1f} h left)")
 
 
 def seconds_per_epoch(client: MlflowClient, run_id: str) -> float | None:

@@ -57,8 +57,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
                if c.name == "mnist-random-none-ipc50-e1000"]
     stopped = client.create_run(controls, tags={"raydistill.role": "cell", "raydistill.cell_key": cell.key})
     partial = {"passes": 420, "model": {"w": torch.ones(2)}, "done_seconds": 8.0}  # the 5th model mid-training
+    seconds = 8.0 + 420 * 12.0  # its 420 passes took 12 s each
     tracking.log_checkpoint(uri, stopped.info.run_id,
-                            StudentCheckpoint(4, {}, {}, {"models": [{}] * 4, "partial": partial}, 9.0, "set"))
+                            StudentCheckpoint(4, {}, {}, {"models": [{}] * 4, "partial": partial}, seconds, "set"))
     client.set_terminated(stopped.info.run_id, "KILLED")
     return uri
 
@@ -93,8 +94,9 @@ def test_the_report_sets_each_claim_beside_ours_with_its_interval_and_verdict(st
     # the grids' cells are listed until a run with their key finishes (these hand-made runs have other keys)
     assert "- `paper-settings`: 0 of 360 cells finished" in md and "- `controls`: 0 of 18 cells finished" in md
     assert md.count("left out by the cost rule") == 2
+    # hours left: (1001 - 420) passes of model 5 and 5 x 1001 of models 6-10, at 12 s: 5,586 x 12 s = 18.6 h
     assert ("| controls | mnist-random-none-ipc50-e1000 | honest, seed 0 |  | 4 of 10 evaluation models; model 5 at "
-            "pass 420 of 1001 |") in md
+            "pass 420 of 1001 (12.0 s a pass here, about 18.6 h left) |") in md
     summary = readme.read_text(encoding="utf-8")
     assert "old" not in summary and summary.endswith("\nafter\n")
     assert "| mnist | lenet | distilled, ipc 10 | 200 | 99.36 | 72.00 ± 2.00 | 3 | 62.06 – 81.94" in summary  # seeded
