@@ -136,8 +136,8 @@ def seconds_per_epoch(client: MlflowClient, run_id: str) -> float | None:
 
 def teachers_left(runs: list, others: list, jobs: dict[str, TeacherJob], pace: dict[str, float | None]) -> pd.DataFrame:
     """Per teacher the unfinished cells wait for (`runs`: its experiment's teacher runs, oldest
-    first): the epoch its newest run reached, the epochs still to train to the milestones they need, and the hours
-    that takes at the seconds per epoch measured here (`pace` by run id: its own run's, else the
+    first): the epoch its newest run reached, the epochs still to train to the milestones they
+    need, and the hours that takes at the seconds per epoch measured here (`pace` by run id: its own run's, else the
     median of the same dataset and model's teachers in any experiment, `others`)."""
     newest = tracking.by_teacher(runs)
     rows = []

@@ -173,12 +173,13 @@ def _read_checkpoint(path: Path, number: int, name: object, inline: bool,
     """The checkpoint file a record names, in the export's checkpoint folder (`inline`: the
     checkpoint itself in base64, as format 1 wrote it): tensors and plain types only (torch.load's
     safe mode)."""
-    folder = checkpoint_folder(path)
-    file = path.parent / str(name)
-    if not inline and (not isinstance(name, str) or file.parent != folder):
-        raise ConfigError(f"{path}:{number}: its checkpoint must name a file in {folder.name}/, not {name!r}")
-    if not inline and not file.is_file():
-        raise ConfigError(f"{path}:{number}: its checkpoint file {name} is missing")
+    if not inline:
+        folder = checkpoint_folder(path)
+        file = path.parent / str(name)
+        if not isinstance(name, str) or file.parent != folder:
+            raise ConfigError(f"{path}:{number}: its checkpoint must name a file in {folder.name}/, not {name!r}")
+        if not file.is_file():
+            raise ConfigError(f"{path}:{number}: its checkpoint file {name} is missing")
     try:
         source = io.BytesIO(base64.b64decode(name, validate=True)) if inline else file
         return kind(**torch.load(source, weights_only=True))
